@@ -1,0 +1,53 @@
+"""The event audit trail: what arrived and, per trigger and workflow, what became of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from shared.db.errors import NotFound
+from shared.db.pool import Executor
+from shared.db.queries import load
+from shared.models.events import EventOut, OutcomeOut
+
+Q = load(__file__)
+
+
+async def _with_outcomes(conn: Executor, rows: list[asyncpg.Record]) -> list[EventOut]:
+    ids = [r["id"] for r in rows]
+    outcomes: dict[int, list[OutcomeOut]] = {}
+    for o in await conn.fetch(Q["outcomes_of"], ids):
+        data = dict(o)
+        outcomes.setdefault(data.pop("event_id"), []).append(OutcomeOut(**data))
+    return [EventOut(**dict(r), outcomes=outcomes.get(r["id"], [])) for r in rows]
+
+
+async def list_for(
+    conn: Executor,
+    workspace_id: int,
+    *,
+    trigger: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[EventOut]:
+    """Newest first; `before_id` is the cursor (the last id of the previous page)."""
+    rows = await conn.fetch(
+        Q["list_events"], workspace_id, before_id, since, trigger, outcome, limit
+    )
+    return await _with_outcomes(conn, rows)
+
+
+async def get(conn: Executor, workspace_id: int, event_id: int) -> EventOut:
+    row = await conn.fetchrow(Q["get_event"], event_id, workspace_id)
+    if row is None:
+        raise NotFound("event", event_id)
+    return (await _with_outcomes(conn, [row]))[0]
+
+
+async def prune_admissions(conn: Executor, retention_days: int) -> int:
+    """Forget dedup records older than the retention (DESIGN 3.1, default 30 days)."""
+    status = await conn.execute(Q["prune_admissions"], retention_days)
+    return int(status.split()[-1])

@@ -1,0 +1,99 @@
+"""Triggers: named event matchers, stored per workspace and bound to workflows by name."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import TypeAdapter
+
+from shared.db.errors import Conflict, NotFound
+from shared.db.pool import Connection, Executor
+from shared.db.queries import load
+from shared.models.common import Record
+from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec, TriggerOut, TriggerSpec
+
+Q = load(__file__)
+SPEC_ADAPTER: TypeAdapter[KafkaTriggerSpec | S3TriggerSpec] = TypeAdapter(TriggerSpec)
+CHANNEL = "sluice_triggers"
+
+
+class CandidateTrigger(Record):
+    """A trigger as intake sees it."""
+
+    id: int
+    workspace_id: int
+    name: str
+    type: str
+    subject: str
+    enabled: bool
+    spec: KafkaTriggerSpec | S3TriggerSpec
+    created_at: datetime
+
+
+class Subject(Record):
+    subject: str
+    created_at: datetime
+
+
+def subject_of(spec: KafkaTriggerSpec | S3TriggerSpec) -> str:
+    return spec.topic if isinstance(spec, KafkaTriggerSpec) else spec.bucket
+
+
+async def upsert(
+    conn: Connection,
+    workspace: str,
+    workspace_id: int,
+    spec: KafkaTriggerSpec | S3TriggerSpec,
+) -> tuple[TriggerOut, bool]:
+    """Create or update a trigger and wake the listeners. Returns (trigger, created)."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            Q["upsert_trigger"],
+            workspace_id,
+            spec.name,
+            spec.type,
+            subject_of(spec),
+            spec.enabled,
+            spec.model_dump(mode="json", exclude_none=False),
+        )
+        assert row is not None
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, spec.type)
+    data = dict(row)
+    created = bool(data.pop("created"))
+    return TriggerOut(workspace=workspace, **data), created
+
+
+async def get(conn: Executor, workspace_id: int, name: str) -> TriggerOut:
+    row = await conn.fetchrow(Q["get_trigger"], workspace_id, name)
+    if row is None:
+        raise NotFound("trigger", name)
+    return TriggerOut(**dict(row))
+
+
+async def list_for(conn: Executor, workspace_id: int) -> list[TriggerOut]:
+    return [TriggerOut(**dict(r)) for r in await conn.fetch(Q["list_triggers"], workspace_id)]
+
+
+async def delete(conn: Connection, workspace_id: int, name: str) -> None:
+    """Delete an unbound trigger; a trigger still named by a workflow is a conflict."""
+    async with conn.transaction():
+        trigger = await get(conn, workspace_id, name)
+        bound = [r["name"] for r in await conn.fetch(Q["trigger_bound_workflows"], trigger.id)]
+        if bound:
+            raise Conflict(f"trigger {name!r} is bound to workflows: {', '.join(bound)}")
+        await conn.execute(Q["delete_trigger"], workspace_id, name)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, trigger.type)
+
+
+async def candidates(conn: Connection, source: str, subjects: list[str]) -> list[CandidateTrigger]:
+    """Triggers of any workspace watching one of these topics / buckets."""
+    rows = await conn.fetch(Q["candidate_triggers"], source, subjects)
+    return [
+        CandidateTrigger(**{**dict(r), "spec": SPEC_ADAPTER.validate_python(r["spec"])})
+        for r in rows
+    ]
+
+
+async def enabled_subjects(conn: Executor, source: str) -> list[Subject]:
+    """Topics (kafka) or buckets (s3) some enabled trigger watches."""
+    return [Subject(**dict(r)) for r in await conn.fetch(Q["enabled_subjects"], source)]

@@ -1,0 +1,434 @@
+"""admit(event): the one transactional path from an event to workflow instances (DESIGN 7.1).
+
+For a batch of events, in ONE transaction: record each event (once per workspace that has a
+trigger on its source), evaluate every candidate trigger, insert one admission per (trigger, dedup
+key) with ON CONFLICT DO NOTHING, create the instances of every published, unfrozen workflow bound
+to each newly admitted trigger, write one audit outcome per trigger (and per workflow), NOTIFY.
+
+Contract 2: the admission UNIQUE constraint and the instance rows share the transaction, so a
+redelivered event can never make a second instance, and a crash before commit leaves nothing.
+Contract 3 is the caller's: acknowledge the source only after this returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from shared import metrics
+from shared.db import triggers as trigger_repo
+from shared.db import workflows as workflow_repo
+from shared.db.errors import Invalid
+from shared.db.instances import Created, NewInstance, create_instances
+from shared.db.pool import Connection, Executor, next_ids
+from shared.db.queries import load
+from shared.db.workflows import LoadedVersion
+from shared.dedup import DedupError, dedup_key
+from shared.matching import match
+from shared.models.events import MAX_PAYLOAD_BYTES, AdmitResult, IncomingEvent, OutcomeOut
+from shared.models.instances import RunRequest
+from shared.models.workflows import WorkflowSpec
+
+Q = load(__file__)
+log = structlog.get_logger("sluice.intake")
+
+
+@dataclass
+class _Outcome:
+    trigger_id: int | None
+    trigger: str | None
+    workflow: str | None
+    outcome: str
+    detail: str | None = None
+    instance_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Record:
+    """One event as recorded in one workspace."""
+
+    event: IncomingEvent
+    workspace_id: int
+    id: int = 0
+    outcomes: list[_Outcome] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A matched trigger waiting for its admission insert."""
+
+    record: _Record
+    trigger: trigger_repo.CandidateTrigger
+    key: str | None
+    workflows: list[LoadedVersion]
+    outcome: _Outcome
+
+
+def _payload(event: IncomingEvent) -> tuple[Any, bool]:
+    """The audit copy of a payload: over 1 MiB it is stored as a truncated string, flagged."""
+    value: Any = event.message if event.message is not None else event.raw
+    if value is None:
+        return None, False
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text.encode("utf-8", "surrogatepass")) <= MAX_PAYLOAD_BYTES:
+        return value, False
+    head = text.encode("utf-8", "surrogatepass")[:MAX_PAYLOAD_BYTES].decode("utf-8", "ignore")
+    return head, True
+
+
+async def _default_workspace(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT id FROM workspaces WHERE name = 'default'"))
+
+
+async def admit(pool: Executor, event: IncomingEvent) -> list[AdmitResult]:
+    """Admit one event; see `admit_batch`."""
+    return (await admit_batch(pool, [event]))[0]
+
+
+async def admit_batch(pool: Executor, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+    """Admit a batch of events in one transaction; per event, one result per workspace."""
+    if not events:
+        return []
+    if not isinstance(pool, asyncpg.Pool):
+        return await _admit_in(pool, events)
+    async with pool.acquire() as conn:
+        return await _admit_in(conn, events)
+
+
+async def _admit_in(conn: Connection, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+    async with conn.transaction():
+        records_per_event = await _evaluate(conn, events)
+        records = [r for rs in records_per_event for r in rs]
+        await _insert_events(conn, records)
+        pending = [p for r in records for p in r.pending]
+        await _admit_pending(conn, pending)
+        await _insert_outcomes(conn, records)
+    results = []
+    for event, recs in zip(events, records_per_event, strict=True):
+        metrics.EVENTS_RECEIVED.labels(event.source).inc()
+        out = []
+        for r in recs:
+            outcomes = [
+                OutcomeOut(
+                    trigger=o.trigger,
+                    workflow=o.workflow,
+                    outcome=o.outcome,
+                    instance_ids=o.instance_ids,
+                    detail=o.detail,
+                )
+                for o in r.outcomes
+            ]
+            for o in outcomes:
+                metrics.EVENT_OUTCOMES.labels(o.outcome).inc()
+            out.append(AdmitResult(event_id=r.id, workspace_id=r.workspace_id, outcomes=outcomes))
+            _log(r, outcomes)
+        results.append(out)
+    return results
+
+
+def _log(record: _Record, outcomes: list[OutcomeOut]) -> None:
+    kinds = {o.outcome for o in outcomes}
+    headline = "admitted" if "admitted" in kinds else (outcomes[0].outcome if outcomes else "none")
+    log.info(
+        f"event_{headline}",
+        event_id=record.id,
+        source=record.event.source,
+        ref=record.event.ref,
+        trigger=sorted({o.trigger for o in outcomes if o.trigger}),
+        outcomes=[f"{o.trigger or '-'}/{o.workflow or '-'}:{o.outcome}" for o in outcomes],
+        instance_ids=[i for o in outcomes for i in o.instance_ids],
+    )
+
+
+async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[_Record]]:
+    """Match every event against its candidate triggers (pure work after two queries)."""
+    by_source: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        by_source[e.source].add(e.subject)
+    candidates: dict[tuple[str, str], list[trigger_repo.CandidateTrigger]] = defaultdict(list)
+    for source, subjects in by_source.items():
+        for t in await trigger_repo.candidates(conn, source, sorted(subjects)):
+            candidates[(source, t.subject)].append(t)
+    trigger_ids = [t.id for ts in candidates.values() for t in ts]
+    published: dict[int, list[LoadedVersion]] = defaultdict(list)
+    blocked: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    if trigger_ids:
+        specs: dict[tuple[int, int], WorkflowSpec] = {}
+        for w in await conn.fetch(Q["bound_workflows"], trigger_ids):
+            if w["published_version"] is not None and w["trigger_id"] is not None:
+                if w["frozen"]:
+                    blocked[w["trigger_id"]].append(
+                        (w["name"], "frozen", "workflow is frozen: events are recorded, not run")
+                    )
+                else:
+                    key = (w["id"], w["published_version"])
+                    if key not in specs:
+                        specs[key] = WorkflowSpec.model_validate(w["spec"])
+                    published[w["trigger_id"]].append(
+                        LoadedVersion(
+                            workflow_id=w["id"],
+                            workspace_id=w["workspace_id"],
+                            name=w["name"],
+                            type=w["type"],
+                            frozen=False,
+                            version=w["published_version"],
+                            spec=specs[key],
+                            nodes=w["plan"],
+                        )
+                    )
+            draft = w["draft_trigger_id"]
+            if draft is not None and draft != w["trigger_id"]:
+                detail = (
+                    "workflow has no published version"
+                    if w["published_version"] is None
+                    else f"the latest version binds this trigger but version "
+                    f"{w['published_version']} is published"
+                )
+                blocked[draft].append((w["name"], "unpublished", detail))
+    default_ws: int | None = None
+    out: list[list[_Record]] = []
+    for event in events:
+        triggers = candidates.get((event.source, event.subject), [])
+        by_ws: dict[int, list[trigger_repo.CandidateTrigger]] = defaultdict(list)
+        for t in triggers:
+            by_ws[t.workspace_id].append(t)
+        if not by_ws:
+            if default_ws is None:
+                default_ws = await _default_workspace(conn)
+            record = _Record(event, default_ws)
+            if event.error:
+                record.outcomes.append(_Outcome(None, None, None, "invalid", event.error))
+            else:
+                record.outcomes.append(
+                    _Outcome(
+                        None, None, None, "no_trigger", f"no trigger watches {event.subject!r}"
+                    )
+                )
+            out.append([record])
+            continue
+        records = []
+        for ws_id, ws_triggers in sorted(by_ws.items()):
+            record = _Record(event, ws_id)
+            if event.error or event.message is None:
+                record.outcomes.append(
+                    _Outcome(None, None, None, "invalid", event.error or "event has no message")
+                )
+            else:
+                for t in sorted(ws_triggers, key=lambda t: t.name):
+                    record.pending.extend(
+                        _evaluate_trigger(record, t, published[t.id], blocked[t.id])
+                    )
+            records.append(record)
+        out.append(records)
+    return out
+
+
+def _evaluate_trigger(
+    record: _Record,
+    t: trigger_repo.CandidateTrigger,
+    runnable: list[LoadedVersion],
+    blocked: list[tuple[str, str, str]],
+) -> list[_Pending]:
+    message = record.event.message
+    assert message is not None
+    if not t.enabled:
+        record.outcomes.append(_Outcome(t.id, t.name, None, "disabled", "trigger is disabled"))
+        return []
+    verdict = match(t.spec, message)
+    if not verdict.matched:
+        kind = "invalid" if verdict.error else "filtered"
+        record.outcomes.append(_Outcome(t.id, t.name, None, kind, verdict.reason))
+        return []
+    for name, kind, detail in blocked:
+        record.outcomes.append(_Outcome(t.id, t.name, name, kind, detail))
+    if not runnable:
+        if not blocked:
+            record.outcomes.append(
+                _Outcome(t.id, t.name, None, "no_workflow", "no workflow is bound to this trigger")
+            )
+        return []
+    try:
+        key = dedup_key(t.spec, message)
+    except DedupError as exc:
+        record.outcomes.append(_Outcome(t.id, t.name, None, "invalid", str(exc)))
+        return []
+    outcome = _Outcome(t.id, t.name, None, "admitted")
+    record.outcomes.append(outcome)
+    return [_Pending(record, t, key, runnable, outcome)]
+
+
+async def _insert_events(conn: Connection, records: list[_Record]) -> None:
+    ids = await next_ids(conn, "events_id_seq", len(records))
+    cols: list[list[Any]] = [[] for _ in range(9)]
+    for rid, r in zip(ids, records, strict=True):
+        r.id = rid
+        payload, truncated = _payload(r.event)
+        e = r.event
+        row = (
+            rid,
+            r.workspace_id,
+            e.source,
+            e.subject,
+            e.ref,
+            e.received_at,
+            payload,
+            truncated,
+            e.error,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    await conn.execute(Q["insert_events"], *cols)
+
+
+async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
+    if not pending:
+        return
+    for p in pending:
+        if p.key is None:
+            # dedup "none": every delivery is its own admission.
+            p.key = f"none:{p.record.id}"
+    rows = await conn.fetch(
+        Q["insert_admissions"],
+        [p.trigger.id for p in pending],
+        [p.key for p in pending],
+        [p.record.id for p in pending],
+    )
+    won: dict[tuple[int, str], tuple[int, int]] = {
+        (r["trigger_id"], r["dedup_key"]): (r["id"], r["event_id"]) for r in rows
+    }
+    creations: list[tuple[_Pending, NewInstance]] = []
+    lost: list[_Pending] = []
+    for p in pending:
+        assert p.key is not None
+        hit = won.get((p.trigger.id, p.key))
+        if hit is None or hit[1] != p.record.id:
+            lost.append(p)
+            continue
+        for version in p.workflows:
+            creations.append(
+                (
+                    p,
+                    NewInstance(
+                        version=version,
+                        kind="triggered",
+                        cyctime=p.record.event.received_at,
+                        trigger_message=p.record.event.message,
+                        event_id=p.record.id,
+                        admission_id=hit[0],
+                    ),
+                )
+            )
+    created = await create_instances(conn, [c for _, c in creations])
+    for (p, item), made in zip(creations, created, strict=True):
+        assert made is not None
+        metrics.INSTANCES_CREATED.labels("triggered").inc()
+        if made.state == "cancelled":
+            p.record.outcomes.append(
+                _Outcome(
+                    p.trigger.id,
+                    p.trigger.name,
+                    item.version.name,
+                    "overflow",
+                    "max_parallel_instances reached; instance created cancelled (cancel_new)",
+                    [made.id],
+                )
+            )
+        else:
+            p.outcome.instance_ids.append(made.id)
+    if lost:
+        rows = await conn.fetch(
+            Q["admitted_instances"], [p.trigger.id for p in lost], [p.key for p in lost]
+        )
+        first = {(r["trigger_id"], r["dedup_key"]): r for r in rows}
+        for p in lost:
+            assert p.key is not None
+            prior = first.get((p.trigger.id, p.key))
+            p.outcome.outcome = "duplicate"
+            if prior is not None:
+                p.outcome.instance_ids = list(prior["instance_ids"])
+                p.outcome.detail = (
+                    f"dedup key {p.key!r} first admitted by event {prior['event_id']}"
+                )
+            else:
+                p.outcome.detail = f"dedup key {p.key!r} already admitted"
+    for p in pending:
+        if p.outcome.outcome == "admitted" and not p.outcome.instance_ids:
+            p.outcome.outcome = "overflow"
+            p.outcome.detail = "every bound workflow was at its limit (cancel_new)"
+
+
+async def _insert_outcomes(conn: Connection, records: list[_Record]) -> None:
+    cols: list[list[Any]] = [[] for _ in range(8)]
+    for r in records:
+        for seq, o in enumerate(r.outcomes):
+            row = (
+                r.id,
+                seq,
+                o.trigger_id,
+                o.trigger,
+                o.workflow,
+                o.outcome,
+                ",".join(map(str, o.instance_ids)),
+                o.detail,
+            )
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
+    if cols[0]:
+        await conn.execute(Q["insert_outcomes"], *cols)
+
+
+async def request_run(
+    conn: Connection,
+    workspace_id: int,
+    workflow: str,
+    request: RunRequest,
+    *,
+    kind: str = "api",
+    now: datetime,
+) -> Created:
+    """Create one instance for a manual/API run: same creation path as events, no dedup.
+
+    The version is the request's `version`, else the latest draft with `draft`, else the
+    published one; a workflow that was never published needs one of the first two.
+    """
+    async with conn.transaction():
+        wf = await workflow_repo.get(conn, workspace_id, workflow)
+        if request.version is not None:
+            version = request.version
+        elif request.draft:
+            version = wf.current_version
+        elif wf.published_version is not None:
+            version = wf.published_version
+        else:
+            raise Invalid(
+                "version",
+                f"workflow {workflow!r} has no published version; publish it or run with "
+                "draft=true or an explicit version",
+            )
+        loaded = await workflow_repo.load_version(conn, wf.id, version)
+        made = await create_instances(
+            conn,
+            [
+                NewInstance(
+                    version=loaded,
+                    kind=kind,
+                    cyctime=now,
+                    bizdate=request.bizdate,
+                    priority=request.priority,
+                    parameters=request.parameters,
+                    trigger_message=request.trigger_message,
+                )
+            ],
+        )
+    created = made[0]
+    assert created is not None
+    metrics.INSTANCES_CREATED.labels(kind).inc()
+    log.info("instance_created", instance_id=created.id, workflow=workflow, kind=kind)
+    return created

@@ -1,0 +1,162 @@
+"""Pure trigger matching (DESIGN 3.1): key globs, S3 event names, Kafka keys, JMESPath filters."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import jmespath.parser
+
+from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec
+
+
+@dataclass(frozen=True)
+class Match:
+    """The verdict of one trigger on one event; `reason` explains a non-match or an error."""
+
+    matched: bool
+    reason: str | None = None
+    error: bool = False
+
+
+MATCHED = Match(True)
+
+
+@lru_cache(maxsize=4096)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Translate a key glob: `*` and `?` stay within one path segment, `**` crosses `/`."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if i + 1 < n and pattern[i + 1] == "*":
+                i += 2
+                # `a/**/b` also matches `a/b`: the middle segments are optional.
+                if i < n and pattern[i] == "/" and (i == 2 or pattern[i - 3] == "/"):
+                    out.append("(?:.*/)?")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 2 if i + 1 < n and pattern[i + 1] in "!^" else i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                negate = body[:1] in ("!", "^")
+                if negate:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\")
+                out.append(f"[^/{body}]" if negate else f"[{body}]")
+                i = end + 1
+                continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def glob_match(pattern: str, key: str) -> bool:
+    """True when the whole object key matches the glob."""
+    return compile_glob(pattern).fullmatch(key) is not None
+
+
+def normalize_event_name(name: str) -> str:
+    """`ObjectCreated:Put` and `s3:ObjectCreated:Put` are the same event."""
+    return name if name.startswith("s3:") else f"s3:{name}"
+
+
+def event_name_matches(patterns: list[str], name: str) -> bool:
+    """Match an event name against names with an optional trailing `*` wildcard."""
+    name = normalize_event_name(name)
+    for pattern in patterns:
+        if pattern == "*":
+            return True
+        pattern = normalize_event_name(pattern)
+        if pattern.endswith("*"):
+            if name.startswith(pattern[:-1]):
+                return True
+        elif pattern == name:
+            return True
+    return False
+
+
+@lru_cache(maxsize=4096)
+def compile_filter(expression: str) -> jmespath.parser.ParsedResult:
+    return jmespath.compile(expression)
+
+
+def _truthy(value: Any) -> bool:
+    # JMESPath truthiness: 0 is true; empty strings, lists and objects, false and null are false.
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict) and not value:
+        return False
+    return True
+
+
+def filter_view(message: dict[str, Any]) -> dict[str, Any]:
+    """The message as filters see it: a Kafka `value` that holds JSON is replaced by the JSON."""
+    value = message.get("value")
+    if isinstance(value, str) and message.get("value_encoding") != "base64":
+        stripped = value.lstrip()
+        if stripped[:1] in ("{", "[", '"') or stripped[:1].isdigit() or stripped[:1] == "-":
+            try:
+                return {**message, "value": json.loads(value)}
+            except ValueError:
+                pass
+    return message
+
+
+def apply_filter(expression: str | None, message: dict[str, Any]) -> Match:
+    """Evaluate a trigger's JMESPath filter; evaluation errors are reported, not raised."""
+    if expression is None:
+        return MATCHED
+    try:
+        result = compile_filter(expression).search(filter_view(message))
+    except jmespath.exceptions.JMESPathError as exc:
+        return Match(False, f"filter error: {exc}", error=True)
+    if _truthy(result):
+        return MATCHED
+    return Match(False, f"filter {expression!r} is false for this message")
+
+
+def match_kafka(trigger: KafkaTriggerSpec, message: dict[str, Any]) -> Match:
+    """Does a Kafka trigger message (DESIGN 5) pass this trigger?"""
+    if message.get("topic") != trigger.topic:
+        return Match(False, f"topic {message.get('topic')!r} is not {trigger.topic!r}")
+    if trigger.key is not None and message.get("key") != trigger.key:
+        return Match(False, f"key {message.get('key')!r} is not {trigger.key!r}")
+    return apply_filter(trigger.filter, message)
+
+
+def match_s3(trigger: S3TriggerSpec, message: dict[str, Any]) -> Match:
+    """Does an S3 CloudEvents trigger message (DESIGN 5) pass this trigger?"""
+    data = message.get("data") or {}
+    s3 = data.get("s3") or {}
+    bucket = (s3.get("bucket") or {}).get("name")
+    key = (s3.get("object") or {}).get("key")
+    name = data.get("eventName") or message.get("type") or ""
+    if bucket != trigger.bucket:
+        return Match(False, f"bucket {bucket!r} is not {trigger.bucket!r}")
+    if not event_name_matches(trigger.events, name):
+        return Match(False, f"event {name!r} is not one of {trigger.events}")
+    if not isinstance(key, str) or not glob_match(trigger.key_pattern, key):
+        return Match(False, f"key {key!r} does not match {trigger.key_pattern!r}")
+    return apply_filter(trigger.filter, message)
+
+
+def match(trigger: KafkaTriggerSpec | S3TriggerSpec, message: dict[str, Any]) -> Match:
+    if isinstance(trigger, KafkaTriggerSpec):
+        return match_kafka(trigger, message)
+    return match_s3(trigger, message)

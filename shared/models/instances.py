@@ -1,0 +1,84 @@
+"""Workflow instances, node instances and attempts as stored (DESIGN 2, 4)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from shared.models.common import Priority, Record, Spec
+
+InstanceKind = Literal["scheduled", "triggered", "manual", "api", "backfill", "rerun"]
+InstanceState = Literal["waiting", "running", "succeeded", "failed", "terminated", "cancelled"]
+NodeState = Literal[
+    "pending",
+    "ready",
+    "running",
+    "succeeded",
+    "failed",
+    "upstream_failed",
+    "terminated",
+    "skipped",
+]
+FINAL_INSTANCE_STATES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "terminated", "cancelled"}
+)
+FINAL_NODE_STATES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "upstream_failed", "terminated", "skipped"}
+)
+
+
+class RunRequest(Spec):
+    """A manual/API run request (DESIGN 9.1 POST .../runs)."""
+
+    trigger_message: Any = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = None
+    bizdate: date | None = None
+    version: int | None = Field(default=None, ge=1)
+    draft: bool = False
+
+
+class AttemptOut(Record):
+    id: int
+    attempt: int
+    state: str
+    reason: str | None
+    exit_code: int | None
+    executor: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    parameters: dict[str, Any] | None
+
+
+class NodeInstanceOut(Record):
+    id: int
+    name: str
+    type: str
+    state: NodeState
+    priority: int
+    weight: int
+    resource_group: str
+    upstream: list[str]
+    attempts: list[AttemptOut] = Field(default_factory=list)
+
+
+class InstanceOut(Record):
+    id: int
+    workspace: str
+    workflow: str
+    version: int
+    kind: InstanceKind
+    state: InstanceState
+    priority: int | None
+    cyctime: datetime
+    bizdate: date | None
+    parameters: dict[str, Any]
+    trigger_message: Any
+    event_id: int | None
+    backfill_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    nodes: list[NodeInstanceOut] = Field(default_factory=list)

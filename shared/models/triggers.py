@@ -1,0 +1,103 @@
+"""Trigger specs (DESIGN 3.1): named event matchers bound to triggered workflows."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import jmespath
+import jmespath.exceptions
+from pydantic import Field, field_validator, model_validator
+
+from shared.models.common import Name, Record, Spec
+
+S3DedupMode = Literal["etag", "key", "version", "none"]
+_TEMPLATE_RE = re.compile(r"\$\{[^}]+\}")
+
+
+def _check_filter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("filter must not be empty (use null for no filter)")
+    try:
+        jmespath.compile(value)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(f"invalid JMESPath expression: {exc}") from None
+    return value
+
+
+class KafkaTriggerSpec(Spec):
+    """A Kafka topic watcher with an optional exact key match and JMESPath filter."""
+
+    name: Name
+    type: Literal["kafka"]
+    topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    key: str | None = None
+    connection: Name | None = None
+    dedup: str = "offset"
+    filter: str | None = None
+    enabled: bool = True
+    description: str | None = None
+
+    _v_filter = field_validator("filter")(_check_filter)
+
+    @field_validator("dedup")
+    @classmethod
+    def _check_dedup(cls, value: str) -> str:
+        if value == "offset" or _TEMPLATE_RE.search(value):
+            return value
+        raise ValueError(
+            "kafka dedup must be 'offset' or a template such as "
+            "'${workflow.triggerMessage.headers.message-id}'"
+        )
+
+
+class S3TriggerSpec(Spec):
+    """An object-storage notification matcher: bucket, event names and a key glob."""
+
+    name: Name
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    events: list[str] = Field(default_factory=lambda: ["s3:ObjectCreated:*"], min_length=1)
+    key_pattern: str = "**"
+    dedup: S3DedupMode = "etag"
+    filter: str | None = None
+    enabled: bool = True
+    description: str | None = None
+
+    _v_filter = field_validator("filter")(_check_filter)
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, value: list[str]) -> list[str]:
+        out = []
+        for name in value:
+            bare = name.removeprefix("s3:")
+            if not re.fullmatch(r"[A-Za-z]+(:[A-Za-z]+)?(:\*|\*)?|\*", bare):
+                raise ValueError(f"invalid S3 event name {name!r}")
+            out.append(name)
+        return out
+
+    @model_validator(mode="after")
+    def _check_pattern(self) -> S3TriggerSpec:
+        if not self.key_pattern:
+            raise ValueError("key_pattern must not be empty")
+        return self
+
+
+TriggerSpec = Annotated[KafkaTriggerSpec | S3TriggerSpec, Field(discriminator="type")]
+
+
+class TriggerOut(Record):
+    """A stored trigger as the API returns it."""
+
+    id: int
+    workspace: str
+    name: str
+    type: Literal["kafka", "s3"]
+    enabled: bool
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
