@@ -27,21 +27,24 @@ class Migration:
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """All migration files in version order; gaps and malformed names are errors."""
+    """All migration files in version order; malformed names and repeated numbers are errors.
+
+    Gaps are allowed: each version is applied once whatever the order it arrives in.
+    """
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
         match = _FILE_RE.match(path.name)
         if not match:
             raise MigrationError(f"migration file name {path.name!r} is not NNNN_name.sql")
         found.append(Migration(int(match.group(1)), match.group(2), path.read_text("utf-8")))
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise MigrationError(f"migration {expected:04d} is missing")
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version number")
     return found
 
 
 def latest_version() -> int:
-    return len(discover())
+    return max((m.version for m in discover()), default=0)
 
 
 async def applied_versions(conn: asyncpg.Connection[Any]) -> list[int]:
@@ -69,10 +72,11 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[int]:
         )
         done = set(await applied_versions(conn))
         newest = max(done, default=0)
-        if newest > len(migrations):
+        known = max((m.version for m in migrations), default=0)
+        if newest > known:
             raise MigrationError(
                 f"database schema version {newest} is newer than this sluice knows "
-                f"({len(migrations)}); upgrade sluice instead of migrating"
+                f"({known}); upgrade sluice instead of migrating"
             )
         applied: list[int] = []
         for migration in migrations:
@@ -93,4 +97,4 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[int]:
 
 async def is_current(conn: asyncpg.Connection[Any]) -> bool:
     """True when every known migration is applied (used by /readyz)."""
-    return set(await applied_versions(conn)) >= set(range(1, latest_version() + 1))
+    return set(await applied_versions(conn)) >= {m.version for m in discover()}
