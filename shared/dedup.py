@@ -22,6 +22,8 @@ def dedup_key(trigger: KafkaTriggerSpec | S3TriggerSpec, message: dict[str, Any]
             rendered = render_template(trigger.dedup, {"workflow": {"triggerMessage": message}})
         except MissingPath as exc:
             raise DedupError(f"dedup template: {exc}") from None
+        except ValueError as exc:
+            raise DedupError(f"dedup template {trigger.dedup!r}: {exc}") from None
         return f"tpl:{rendered}"
     if trigger.dedup == "none":
         return None

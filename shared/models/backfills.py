@@ -30,6 +30,8 @@ class BackfillRequest(Spec):
 
 
 class BackfillOut(Record):
+    """A backfill group: its request, its instances in run order, and how many are in each state."""
+
     id: int
     workflow: str
     start: datetime
@@ -39,3 +41,4 @@ class BackfillOut(Record):
     order: Literal["asc", "desc"]
     instance_ids: list[int]
     created_at: datetime
+    states: dict[str, int] = Field(default_factory=dict)

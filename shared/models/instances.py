@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from shared.models.common import Priority, Record, Spec
+from shared.models.workflows import check_parameter_names
 
 InstanceKind = Literal["scheduled", "triggered", "manual", "api", "backfill", "rerun"]
 InstanceState = Literal["waiting", "running", "succeeded", "failed", "terminated", "cancelled"]
@@ -33,7 +34,9 @@ class RunRequest(Spec):
     """A manual/API run request (DESIGN 9.1 POST .../runs)."""
 
     trigger_message: Any = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: Annotated[dict[str, Any], AfterValidator(check_parameter_names)] = Field(
+        default_factory=dict
+    )
     priority: Priority | None = None
     bizdate: date | None = None
     version: int | None = Field(default=None, ge=1)

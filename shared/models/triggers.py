@@ -46,7 +46,16 @@ class KafkaTriggerSpec(Spec):
     @field_validator("dedup")
     @classmethod
     def _check_dedup(cls, value: str) -> str:
-        if value == "offset" or _TEMPLATE_RE.search(value):
+        if value == "offset":
+            return value
+        if _TEMPLATE_RE.search(value):
+            from shared.params.paths import MissingPath, render_template
+
+            # Render against an empty message: only syntax errors matter here, not missing paths.
+            try:
+                render_template(value, {})
+            except MissingPath:
+                pass
             return value
         raise ValueError(
             "kafka dedup must be 'offset' or a template such as "

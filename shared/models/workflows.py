@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.models.common import Name, Priority, Record, Spec, Weighting
 
 MAX_NODES = 400
 JsonValue = Any
+_PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
+_RESERVED_PARAMS = frozenset({"workflow", "system", "node"})
+
+
+def check_parameter_names(value: dict[str, Any]) -> dict[str, Any]:
+    for name in value:
+        if not _PARAM_NAME_RE.fullmatch(name):
+            raise ValueError(
+                f"parameter name {name!r} must start with a letter or '_' and hold only "
+                "letters, digits, '_' and '-'"
+            )
+        if name in _RESERVED_PARAMS:
+            raise ValueError(f"parameter name {name!r} is reserved for built-in variables")
+    return value
 
 
 class NodeBase(Spec):
@@ -19,7 +34,9 @@ class NodeBase(Spec):
 
     name: Name
     upstream: list[Name] = Field(default_factory=list)
-    parameters: dict[str, JsonValue] = Field(default_factory=dict)
+    parameters: Annotated[dict[str, JsonValue], AfterValidator(check_parameter_names)] = Field(
+        default_factory=dict
+    )
     priority: Priority | None = None
     retries: int | None = Field(default=None, ge=0, le=100)
     retry_delay_s: float | None = Field(default=None, ge=0, le=86400)
@@ -156,7 +173,9 @@ class WorkflowSpec(Spec):
     trigger: Name | None = None
     schedule: Schedule | None = None
     timezone: str | None = None
-    parameters: dict[str, JsonValue] = Field(default_factory=dict)
+    parameters: Annotated[dict[str, JsonValue], AfterValidator(check_parameter_names)] = Field(
+        default_factory=dict
+    )
     policy: Policy = Field(default_factory=Policy)
     nodes: list[NodeSpec] = Field(min_length=1, max_length=MAX_NODES)
     description: str | None = None

@@ -194,3 +194,20 @@ def test_dataworks_triggers_are_valid() -> None:
             "enabled": True,
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"bad name": "x"}, "must start with"),
+        ({"workflow": "x"}, "reserved"),
+        ({"1abc": "x"}, "must start with"),
+    ],
+)
+def test_parameter_names(params: dict[str, str], reason: str) -> None:
+    assert reason in errors(wf(parameters=params))
+
+
+def test_dedup_template_syntax_checked() -> None:
+    with pytest.raises(ValidationError, match="dedup"):
+        TRIGGERS.validate_python({"name": "t", "type": "kafka", "topic": "t", "dedup": "${a..b}"})
