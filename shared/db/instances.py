@@ -56,17 +56,22 @@ async def _overflow_states(
     states = ["waiting"] * len(items)
     reasons: list[str | None] = [None] * len(items)
     replaced: dict[int, int] = {}
-    active: dict[int, int] = {}
+    in_db: dict[int, int] = {}
+    # Instances of this batch already queued per workflow: they count against the limit too.
+    queued: dict[int, int] = {}
     for index, item in enumerate(items):
         policy = item.version.spec.policy
-        if policy.max_parallel_instances is None or policy.overflow == "queue":
-            continue
         workflow_id = item.version.workflow_id
-        if workflow_id not in active:
+        # A backfill is a deliberate batch that queues under its own parallelism.
+        exempt = item.kind == "backfill"
+        if policy.max_parallel_instances is None or policy.overflow == "queue" or exempt:
+            queued[workflow_id] = queued.get(workflow_id, 0) + 1
+            continue
+        if workflow_id not in in_db:
             await conn.execute(Q["lock_workflow_for_overflow"], workflow_id)
-            active[workflow_id] = int(await conn.fetchval(Q["count_active"], workflow_id))
-        if active[workflow_id] < policy.max_parallel_instances:
-            active[workflow_id] += 1
+            in_db[workflow_id] = int(await conn.fetchval(Q["count_active"], workflow_id))
+        if in_db[workflow_id] + queued.get(workflow_id, 0) < policy.max_parallel_instances:
+            queued[workflow_id] = queued.get(workflow_id, 0) + 1
             continue
         if policy.overflow == "cancel_new":
             states[index] = "cancelled"
@@ -79,8 +84,8 @@ async def _overflow_states(
             if victim is not None:
                 await conn.execute(Q["cancel_nodes_of"], victim)
                 replaced[index] = int(victim)
-            else:
-                active[workflow_id] += 1
+                in_db[workflow_id] -= 1
+            queued[workflow_id] = queued.get(workflow_id, 0) + 1
     return states, reasons, replaced
 
 

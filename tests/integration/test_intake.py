@@ -270,3 +270,24 @@ async def test_request_run_versions_and_priority(pool: Pool) -> None:
         assert (
             await conn.fetchval("SELECT queue_priority FROM instances WHERE id = $1", fast.id) == 8
         )
+
+
+async def test_backfill_instances_ignore_overflow_policy(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        wf_id = await add_workflow(
+            conn,
+            workflow(
+                "b", type="manual", policy={"max_parallel_instances": 1, "overflow": "cancel_new"}
+            ),
+        )
+        loaded = await workflow_repo.load_version(conn, wf_id, 1)
+        items = [
+            instance_repo.NewInstance(version=loaded, kind=kind, cyctime=NOW, run_key=f"{kind}{i}")
+            for kind in ("backfill", "api")
+            for i in range(3)
+        ]
+        async with conn.transaction():
+            made = await instance_repo.create_instances(conn, items)
+    states = [m.state for m in made if m is not None]
+    # backfills queue under their own parallelism and, waiting, fill the limit for API runs
+    assert states == ["waiting"] * 3 + ["cancelled"] * 3
