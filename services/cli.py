@@ -36,8 +36,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from shared.lifecycle import install_signal_handlers
+    from shared.lifecycle import install_signal_handlers, run_until_stopped
     from shared.logging import configure
+    from shared.probes import serve_probes
 
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
@@ -48,7 +49,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def go() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run(settings, stop)
+
+        async def service(stop: asyncio.Event) -> None:
+            await run(settings, stop)
+
+        async def probes(stop: asyncio.Event) -> None:
+            await serve_probes(settings.database_url, settings.host, settings.metrics_port, stop)
+
+        await run_until_stopped(stop, service, probes)
 
     asyncio.run(go())
     return 0
