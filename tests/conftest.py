@@ -21,6 +21,8 @@ from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from shared.embedded.postgres import EmbeddedPostgres, with_database
 
+pytest_plugins = ["tests.integration.kafka_support"]
+
 TEMPLATE = "sluice_template"
 _counter = itertools.count()
 
