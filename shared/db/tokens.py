@@ -71,6 +71,8 @@ async def authenticate(conn: Executor, secret: str) -> Principal | None:
     row = await conn.fetchrow(Q["authenticate"], hash_token(secret))
     if row is None:
         return None
+    if row["stale"]:
+        await conn.execute(Q["touch_token"], row["id"])
     return Principal(
         token_id=row["id"],
         workspace_id=row["workspace_id"],

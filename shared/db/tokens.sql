@@ -10,10 +10,14 @@ ON CONFLICT (token_hash) DO UPDATE SET revoked_at = NULL, role = EXCLUDED.role
 RETURNING id;
 
 -- name: authenticate
-UPDATE tokens t SET last_used_at = now()
-FROM workspaces w
-WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.id = t.workspace_id
-RETURNING t.id, t.role, w.id AS workspace_id, w.name AS workspace;
+SELECT t.id, t.role, w.id AS workspace_id, w.name AS workspace,
+       (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute') AS stale
+FROM tokens t JOIN workspaces w ON w.id = t.workspace_id
+WHERE t.token_hash = $1 AND t.revoked_at IS NULL;
+
+-- name: touch_token
+-- Only when stale: writing on every request would serialize requests sharing a token.
+UPDATE tokens SET last_used_at = now() WHERE id = $1;
 
 -- name: list_tokens
 SELECT id, name, role, created_at, last_used_at, revoked_at

@@ -1,0 +1,716 @@
+"""The `sluice` client commands: apply specs, run workflows, watch instances, read logs, events.
+
+Every command talks to the HTTP API at SLUICE_API_URL (default http://127.0.0.1:8080) with
+SLUICE_TOKEN, in the workspace SLUICE_WORKSPACE or `--workspace` (default `default`). Output is a
+table for people, or the API's JSON with `--json`. Exit codes: 0 success; 1 the API refused the
+request (or a waited-for run did not succeed); 2 bad local input; 3 the API could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import yaml
+
+from services.api.client import DEFAULT_URL, Client, ClientError, Unreachable
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+TRIGGER_TYPES = ("kafka", "s3")
+FINAL_STATES = ("succeeded", "failed", "terminated", "cancelled")
+WAIT_POLL_S = 1.0
+_PAST = {"freeze": "frozen", "unfreeze": "unfrozen"}
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
+class UsageError(Exception):
+    """Bad local input (a file, a flag value); exit code 2."""
+
+
+Handler = Callable[[argparse.Namespace, Client, TextIO], int]
+
+
+# --------------------------------------------------------------------------------------------
+# output helpers
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value)
+    if isinstance(value, str) and _TIMESTAMP.match(text):
+        # ISO timestamps from the API: seconds are precise enough for a table.
+        text = text[:19].replace("T", " ")
+    return text.replace("\n", " ")
+
+
+def table(rows: Iterable[Sequence[Any]], header: Sequence[str], out: TextIO) -> None:
+    """Print an aligned table; cells are never empty so columns split on whitespace."""
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [len(h) for h in header]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [header, *cells]
+    for line in lines:
+        out.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def _json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# spec files
+
+
+def _plain(value: Any) -> Any:
+    """YAML turns unquoted timestamps into datetime objects; the API wants ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def load_specs(text: str, origin: str) -> list[dict[str, Any]]:
+    """Specs in a JSON or YAML text: one object, a list, or a YAML multi-document stream."""
+    try:
+        docs: list[Any] = [json.loads(text)]
+    except json.JSONDecodeError:
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
+    specs: list[dict[str, Any]] = []
+    for doc in docs:
+        for item in doc if isinstance(doc, list) else [doc]:
+            if item is None:
+                continue
+            if not isinstance(item, dict):
+                raise UsageError(
+                    f"{origin}: every spec must be an object, got {type(item).__name__}"
+                )
+            if not isinstance(item.get("name"), str):
+                raise UsageError(f"{origin}: a spec has no 'name'")
+            specs.append(_plain(item))
+    if not specs:
+        raise UsageError(f"{origin}: no specs found")
+    return specs
+
+
+def _read_source(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(encoding="utf-8"), path
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _seg(name: str) -> str:
+    """A name as one URL path segment."""
+    return quote(name, safe="")
+
+
+def _is_trigger(spec: dict[str, Any]) -> bool:
+    return spec.get("type") in TRIGGER_TYPES
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    specs: list[dict[str, Any]] = []
+    for path in args.file:
+        text, origin = _read_source(path)
+        specs.extend(load_specs(text, origin))
+    # Triggers first: a workflow names its trigger, which must exist when the workflow is saved.
+    ordered = [s for s in specs if _is_trigger(s)] + [s for s in specs if not _is_trigger(s)]
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for spec in ordered:
+        kind = "trigger" if _is_trigger(spec) else "workflow"
+        name = spec["name"]
+        path = client.ws(f"/{kind}s/{_seg(name)}")
+        try:
+            if kind == "trigger":
+                saved = client.put(path, spec)
+                action = (
+                    "created"
+                    if saved["created"]
+                    else "updated"
+                    if saved["changed"]
+                    else "unchanged"
+                )
+            else:
+                saved = client.put(path, spec, publish=str(not args.no_publish).lower())
+                action = _workflow_action(saved)
+        except ClientError as exc:
+            if isinstance(exc, Unreachable):
+                raise
+            failed += 1
+            sys.stderr.write(f"error: {kind} {name!r}: {exc}\n")
+            results.append({"kind": kind, "name": name, "action": "error", "error": str(exc)})
+            continue
+        results.append({"kind": kind, "name": name, "action": action, "result": saved})
+        if not args.json:
+            out.write(f"{kind}/{name} {action}\n")
+    if args.json:
+        _json(results, out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _workflow_action(saved: dict[str, Any]) -> str:
+    version = saved["version"]
+    if saved["created"]:
+        action = f"created (v{version})"
+    elif saved["new_version"]:
+        action = f"updated (v{version})"
+    elif saved["published"]:
+        return f"published (v{version})"
+    else:
+        return "unchanged"
+    return action + (", published" if saved["published"] else "")
+
+
+def _message_arg(value: str | None) -> Any:
+    if value is None:
+        return None
+    if value.startswith("@"):
+        text, origin = _read_source(value[1:])
+    else:
+        text, origin = value, "--message"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{origin}: not valid JSON ({exc.msg}); quote strings as '\"text\"'"
+        ) from None
+
+
+def _params_arg(values: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {item!r}: expected NAME=VALUE")
+        params[key] = value
+    return params
+
+
+def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    body: dict[str, Any] = {
+        "trigger_message": _message_arg(args.message),
+        "parameters": _params_arg(args.param),
+        "kind": "manual",
+    }
+    if args.priority is not None:
+        body["priority"] = args.priority
+    if args.bizdate is not None:
+        body["bizdate"] = args.bizdate
+    if args.version is not None:
+        body["version"] = args.version
+    if args.draft:
+        body["draft"] = True
+    accepted = client.post(client.ws(f"/workflows/{_seg(args.name)}/runs"), body)
+    instance_id = accepted["instance_id"]
+    if not args.wait:
+        if args.json:
+            _json(accepted, out)
+        else:
+            out.write(f"instance {instance_id} {accepted['state']}\n")
+        return EXIT_OK
+    if not args.json:
+        out.write(f"instance {instance_id} {accepted['state']}\n")
+        out.flush()
+    detail = _wait_final(client, instance_id, args.timeout)
+    if args.json:
+        _json(detail, out)
+    else:
+        out.write(f"instance {instance_id} {detail['state']}\n")
+    return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
+
+
+def _wait_final(client: Client, instance_id: int, timeout: float | None) -> dict[str, Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        detail: dict[str, Any] = client.get(client.ws(f"/instances/{instance_id}"))
+        if detail["state"] in FINAL_STATES:
+            return detail
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClientError(
+                f"instance {instance_id} is still {detail['state']} after {timeout:g}s"
+            )
+        time.sleep(WAIT_POLL_S)
+
+
+def _node_progress(states: dict[str, int]) -> str:
+    total = sum(states.values())
+    return f"{states.get('succeeded', 0) + states.get('skipped', 0)}/{total}"
+
+
+def _instances(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    page = client.get(
+        client.ws("/instances"),
+        workflow=args.workflow,
+        state=args.state or None,
+        kind=args.kind or None,
+        limit=args.limit,
+    )
+    items = page["items"]
+    if args.json:
+        _json(items, out)
+        return EXIT_OK
+    table(
+        (
+            (
+                i["id"],
+                i["workflow"],
+                f"v{i['version']}",
+                i["kind"],
+                i["state"],
+                _node_progress(i["node_states"]),
+                i["created_at"],
+                i["finished_at"],
+            )
+            for i in items
+        ),
+        ("ID", "WORKFLOW", "VERSION", "KIND", "STATE", "NODES", "CREATED", "FINISHED"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    detail = client.get(client.ws(f"/instances/{args.id}"))
+    if args.json:
+        _json(detail, out)
+        return EXIT_OK
+    for label, key in (
+        ("instance", "id"),
+        ("workflow", "workflow"),
+        ("version", "version"),
+        ("kind", "kind"),
+        ("state", "state"),
+        ("reason", "reason"),
+        ("priority", "priority"),
+        ("cyctime", "cyctime"),
+        ("bizdate", "bizdate"),
+        ("event", "event_id"),
+        ("created", "created_at"),
+        ("started", "started_at"),
+        ("finished", "finished_at"),
+    ):
+        if detail.get(key) is not None:
+            out.write(f"{label + ':':<10} {_cell(detail[key])}\n")
+    if detail.get("parameters"):
+        out.write(f"{'params:':<10} {json.dumps(detail['parameters'], ensure_ascii=False)}\n")
+    out.write("\n")
+    rows = []
+    for node in detail["nodes"]:
+        last = node["attempts"][-1] if node["attempts"] else {}
+        rows.append(
+            (
+                node["name"],
+                node["type"],
+                node["state"],
+                len(node["attempts"]),
+                last.get("exit_code"),
+                last.get("reason"),
+                last.get("started_at"),
+                last.get("finished_at"),
+            )
+        )
+    table(rows, ("NODE", "TYPE", "STATE", "ATTEMPTS", "EXIT", "REASON", "STARTED", "FINISHED"), out)
+    return EXIT_OK
+
+
+def _logs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    if args.follow:
+        for text in client.follow_log(args.instance, args.node, args.attempt):
+            out.write(text)
+            out.flush()
+        return EXIT_OK
+    text, _ = client.log(args.instance, args.node, args.attempt)
+    out.write(text)
+    return EXIT_OK
+
+
+def _terminate(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    result = client.post(client.ws(f"/instances/{args.id}/terminate"))
+    if args.json:
+        _json(result, out)
+    else:
+        out.write(f"instance {result['instance_id']} {result['state']}\n")
+    return EXIT_OK
+
+
+def _rerun(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    mode = "failed" if args.failed else "all"
+    result = client.post(client.ws(f"/instances/{args.id}/rerun"), {"mode": mode})
+    if args.json:
+        _json(result, out)
+    else:
+        out.write(f"instance {result['instance_id']} {result['state']} (rerun {mode})\n")
+    return EXIT_OK
+
+
+def _outcomes_cell(outcomes: list[dict[str, Any]]) -> str:
+    parts = []
+    for o in outcomes:
+        who = o.get("trigger") or "-"
+        if o.get("workflow"):
+            who += f"/{o['workflow']}"
+        ids = ",".join(str(i) for i in o.get("instance_ids") or [])
+        parts.append(f"{who}:{o['outcome']}" + (f"[{ids}]" if ids else ""))
+    return " ".join(parts) or "-"
+
+
+def _events(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    page = client.get(
+        client.ws("/events"), trigger=args.trigger, outcome=args.outcome, limit=args.limit
+    )
+    items = page["items"]
+    if args.json:
+        _json(items, out)
+        return EXIT_OK
+    table(
+        (
+            (
+                e["id"],
+                e["source"],
+                e["subject"],
+                e["ref"],
+                e["received_at"],
+                _outcomes_cell(e["outcomes"]),
+            )
+            for e in items
+        ),
+        ("ID", "SOURCE", "SUBJECT", "REF", "RECEIVED", "OUTCOMES"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _event(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    event = client.get(client.ws(f"/events/{args.id}"))
+    if args.json:
+        _json(event, out)
+        return EXIT_OK
+    for label, key in (
+        ("event", "id"),
+        ("source", "source"),
+        ("subject", "subject"),
+        ("ref", "ref"),
+        ("received", "received_at"),
+        ("error", "error"),
+    ):
+        if event.get(key) is not None:
+            out.write(f"{label + ':':<10} {_cell(event[key])}\n")
+    if event.get("payload_truncated"):
+        out.write(f"{'payload:':<10} truncated (over 1 MiB)\n")
+    out.write("\n")
+    table(
+        (
+            (
+                o.get("trigger"),
+                o.get("workflow"),
+                o["outcome"],
+                ",".join(str(i) for i in o["instance_ids"]) or None,
+                o.get("detail"),
+            )
+            for o in event["outcomes"]
+        ),
+        ("TRIGGER", "WORKFLOW", "OUTCOME", "INSTANCES", "DETAIL"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _workflows(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    items = list(client.pages(client.ws("/workflows"), type=args.type))
+    if args.json:
+        _json(items, out)
+        return EXIT_OK
+    table(
+        (
+            (
+                w["name"],
+                w["type"],
+                w["trigger"],
+                f"v{w['current_version']}",
+                f"v{w['published_version']}" if w["published_version"] else None,
+                w["frozen"],
+            )
+            for w in items
+        ),
+        ("NAME", "TYPE", "TRIGGER", "LATEST", "PUBLISHED", "FROZEN"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    detail = client.get(client.ws(f"/workflows/{_seg(args.name)}"))
+    status = client.get(client.ws(f"/workflows/{_seg(args.name)}/status"))
+    if args.json:
+        _json({"workflow": detail, "status": status}, out)
+        return EXIT_OK
+    published = detail["published_version"]
+    out.write(f"{'workflow:':<11} {detail['name']} ({detail['type']})\n")
+    if detail.get("trigger"):
+        out.write(f"{'trigger:':<11} {detail['trigger']}\n")
+    out.write(f"{'versions:':<11} latest v{detail['current_version']}, ")
+    out.write(f"published {'v' + str(published) if published else '-'}\n")
+    out.write(f"{'frozen:':<11} {_cell(detail['frozen'])}\n")
+    counts = ", ".join(f"{k} {v}" for k, v in status["instances"].items())
+    out.write(f"{'instances:':<11} {counts}\n")
+    nodes = status["nodes"]
+    out.write(f"{'nodes:':<11} ready {nodes.get('ready', 0)}, running {nodes.get('running', 0)}\n")
+    last = status.get("last_instance")
+    if last:
+        out.write(f"{'last run:':<11} {last['id']} {last['state']} ({_cell(last['created_at'])})\n")
+    return EXIT_OK
+
+
+def _triggers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    items = list(client.pages(client.ws("/triggers")))
+    if args.json:
+        _json(items, out)
+        return EXIT_OK
+    table(
+        (
+            (
+                t["name"],
+                t["type"],
+                t["spec"].get("topic") or t["spec"].get("bucket"),
+                t["spec"].get("key_pattern") or t["spec"].get("key"),
+                t["enabled"],
+                t["updated_at"],
+            )
+            for t in items
+        ),
+        ("NAME", "TYPE", "SOURCE", "MATCH", "ENABLED", "UPDATED"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _workflow_state_change(action: str) -> Handler:
+    def handler(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+        body = {"version": args.version} if getattr(args, "version", None) else None
+        result = client.post(client.ws(f"/workflows/{_seg(args.name)}/{action}"), body)
+        if args.json:
+            _json(result, out)
+        elif action == "publish":
+            out.write(f"workflow/{result['name']} published (v{result['published_version']})\n")
+        else:
+            out.write(f"workflow/{result['name']} {_PAST[action]}\n")
+        return EXIT_OK
+
+    return handler
+
+
+def _diff(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    result = client.get(client.ws(f"/workflows/{_seg(args.name)}/versions/{args.a}/diff/{args.b}"))
+    if args.json:
+        _json(result, out)
+    else:
+        out.write(result["unified"] or f"v{args.a} and v{args.b} are identical\n")
+    return EXIT_OK
+
+
+def _delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    client.delete(client.ws(f"/{args.kind}s/{_seg(args.name)}"))
+    if args.json:
+        _json({"kind": args.kind, "name": args.name, "deleted": True}, out)
+    else:
+        out.write(f"{args.kind}/{args.name} deleted\n")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# wiring
+
+
+def execute(handler: Handler, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one command with a client from the environment; errors become one stderr line."""
+    url = os.environ.get("SLUICE_API_URL") or DEFAULT_URL
+    token = os.environ.get("SLUICE_TOKEN")
+    workspace = args.workspace or os.environ.get("SLUICE_WORKSPACE") or "default"
+    stream = out or sys.stdout
+    try:
+        with Client(url, token, workspace) as client:
+            return handler(args, client, stream)
+    except Unreachable as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_UNREACHABLE
+    except ClientError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    except UsageError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # `sluice logs ... | head`: the reader left; that is not an error of ours.
+        return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the client commands to the `sluice` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    common.add_argument(
+        "-w", "--workspace", help="workspace (default: $SLUICE_WORKSPACE, else 'default')"
+    )
+
+    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, parents=[common], help=help_, description=help_)
+        parser.set_defaults(func=lambda args: execute(handler, args))
+        return parser
+
+    p = add("apply", _apply, "create or update triggers and workflows from JSON/YAML files")
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="spec file (JSON or YAML; one spec, a list, or a YAML stream); - is stdin",
+    )
+    p.add_argument("--no-publish", action="store_true", help="save workflows without publishing")
+
+    p = add("run-workflow", _run_workflow, "run a workflow now, optionally with a trigger message")
+    p.add_argument("name")
+    p.add_argument("--message", metavar="JSON|@FILE", help="trigger message (JSON, or @file)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="runtime parameter (repeatable); overrides every other source",
+    )
+    p.add_argument("--priority", type=int, choices=(1, 3, 5, 7, 8), help="priority override")
+    p.add_argument("--bizdate", metavar="YYYY-MM-DD", help="business date override")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", type=_positive_int, help="run this version")
+    which.add_argument("--draft", action="store_true", help="run the latest, unpublished version")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded"
+    )
+    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S")
+
+    p = add("instances", _instances, "list instances, newest first")
+    p.add_argument("--workflow")
+    p.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=("waiting", "running", "succeeded", "failed", "terminated", "cancelled"),
+    )
+    p.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun"),
+    )
+    p.add_argument("--limit", type=_positive_int, default=50)
+
+    p = add("instance", _instance, "show an instance with its nodes and attempts")
+    p.add_argument("id", type=_positive_int)
+
+    p = add("logs", _logs, "print a node attempt's log")
+    p.add_argument("instance", type=_positive_int)
+    p.add_argument("node")
+    p.add_argument("--attempt", type=_positive_int, help="default: the latest attempt")
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the attempt ends")
+
+    p = add("terminate", _terminate, "kill a running instance")
+    p.add_argument("id", type=_positive_int)
+
+    p = add("rerun", _rerun, "run an instance again (all nodes, or only failed ones)")
+    p.add_argument("id", type=_positive_int)
+    p.add_argument(
+        "--failed",
+        action="store_true",
+        help="rerun only failed, upstream_failed and terminated nodes",
+    )
+
+    p = add("events", _events, "list received events with their per-trigger outcomes")
+    p.add_argument("--trigger")
+    p.add_argument(
+        "--outcome",
+        choices=(
+            "admitted",
+            "duplicate",
+            "filtered",
+            "frozen",
+            "unpublished",
+            "overflow",
+            "invalid",
+            "no_trigger",
+            "no_workflow",
+            "disabled",
+        ),
+    )
+    p.add_argument("--limit", type=_positive_int, default=50)
+
+    p = add("event", _event, "show why an event did or did not start runs")
+    p.add_argument("id", type=_positive_int)
+
+    p = add("workflows", _workflows, "list workflows")
+    p.add_argument("--type", choices=("scheduled", "triggered", "manual"))
+
+    p = add("workflow", _workflow, "show a workflow with its aggregated status")
+    p.add_argument("name")
+
+    add("triggers", _triggers, "list triggers")
+
+    p = add("publish", _workflow_state_change("publish"), "publish a workflow version")
+    p.add_argument("name")
+    p.add_argument("--version", type=_positive_int, help="default: the latest version")
+
+    p = add(
+        "freeze", _workflow_state_change("freeze"), "stop schedules and triggers from running it"
+    )
+    p.add_argument("name")
+    p = add(
+        "unfreeze", _workflow_state_change("unfreeze"), "let schedules and triggers run it again"
+    )
+    p.add_argument("name")
+
+    p = add("diff", _diff, "show what changed between two versions of a workflow")
+    p.add_argument("name")
+    p.add_argument("a", type=_positive_int)
+    p.add_argument("b", type=_positive_int)
+
+    p = add("delete", _delete, "delete a trigger, workflow or connection")
+    p.add_argument("kind", choices=("trigger", "workflow", "connection"))
+    p.add_argument("name")

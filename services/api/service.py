@@ -1,0 +1,82 @@
+"""`sluice run api`: serve the HTTP API with uvicorn until `stop` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from services.api.app import create_app
+from shared.settings import Settings
+
+log = structlog.get_logger("sluice.api")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # Signals belong to the process (shared.lifecycle sets `stop`); uvicorn must not take
+        # them over, or `sluice dev` would stop only the API on Ctrl-C.
+        yield
+
+
+async def _serve(server: _Server, sockets: list[socket.socket] | None) -> None:
+    try:
+        await server.serve(sockets=sockets)
+    except SystemExit as exc:
+        # uvicorn exits the process when the lifespan or the bind fails; make that an error of
+        # this service instead, so the supervisor reports it and stops the others cleanly.
+        raise RuntimeError(f"the API server could not start (uvicorn exit {exc.code})") from None
+    if not server.started:
+        raise RuntimeError("the API server did not start")
+
+
+async def serve(
+    app: FastAPI,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve `app` on `settings.host:api_port` (or on `sockets`) until `stop`, then drain.
+
+    Open requests get `drain_timeout_s` to finish; followed log streams end at once.
+    """
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="none",
+        server_header=False,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(_serve(server, sockets))
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        app.state.stopping.set()
+        server.should_exit = True
+        await serving
+    finally:
+        stopped.cancel()
+        if not serving.done():
+            server.force_exit = True
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+    log.info("api_stopped")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """The `api` service: the HTTP API on `SLUICE_API_PORT`."""
+    await serve(create_app(settings), settings, stop)
