@@ -58,7 +58,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         await run_until_stopped(stop, service, probes)
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except* SettingsError as group:
+        # A service found its configuration invalid after start: one line, not a traceback.
+        raise group.exceptions[0] from None
     return 0
 
 

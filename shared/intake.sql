@@ -24,7 +24,7 @@ RETURNING id, trigger_id, dedup_key, event_id;
 -- name: admitted_instances
 -- For deliveries that lost the race: which instances the first delivery created.
 SELECT a.trigger_id, a.dedup_key, a.event_id,
-       coalesce(array_agg(i.id ORDER BY i.id) FILTER (WHERE i.id IS NOT NULL), '{}') AS instance_ids
+       coalesce(array_agg(DISTINCT i.id) FILTER (WHERE i.id IS NOT NULL), '{}') AS instance_ids
 FROM admissions a
 JOIN unnest($1::bigint[], $2::text[]) AS k(trigger_id, dedup_key)
   ON a.trigger_id = k.trigger_id AND a.dedup_key = k.dedup_key

@@ -74,9 +74,10 @@ def parse_notification(body: bytes | str | Mapping[str, Any]) -> list[S3Record]:
     SQS). An `s3:TestEvent` (sent by AWS when a notification is configured) yields `[]`.
 
     Raises `ParseError` naming the problem when the body is not JSON, not an object, has no
-    `Records` list, or any record lacks a bucket name, key, event name or event time or has a
-    field of the wrong type. One bad record rejects the whole body, so a body is either admitted
-    or recorded as invalid as a unit.
+    `Records` list, or any record lacks a bucket name, key, event name or event time, has a
+    field of the wrong type, or holds text PostgreSQL cannot store (NUL, unpaired surrogates).
+    One bad record rejects the whole body, so a body is either admitted or recorded as invalid
+    as a unit.
     """
     document = _load_document(body)
     if _is_sns_envelope(document):
@@ -266,11 +267,25 @@ def _optional_str(parent: Mapping[str, Any], name: str, where: str) -> str | Non
 
 def _decode_key(raw_key: str, where: str) -> str:
     try:
-        return unquote_plus(raw_key, errors="strict")
+        key = unquote_plus(raw_key, errors="strict")
     except UnicodeDecodeError as exc:
         raise ParseError(
             f"{where} s3.object.key {raw_key!r} is not valid UTF-8 after URL decoding"
         ) from exc
+    _check_text(key, where)
+    return key
+
+
+def _check_text(text: str, where: str) -> None:
+    """Reject text a JSONB trigger message cannot hold, so one body cannot fail a transaction."""
+    if "\x00" in text:
+        raise ParseError(f"{where} holds a NUL character (\\u0000), which PostgreSQL cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(
+            f"{where} holds an unpaired UTF-16 surrogate, which is not valid Unicode"
+        ) from None
 
 
 def _event_name(value: Any, where: str) -> str:
@@ -300,17 +315,24 @@ def _size(value: Any, where: str) -> int | None:
 
 
 def _json_copy(value: Any, where: str) -> Any:
-    """Deep-copy JSON data into plain dicts and lists so the caller's body is never mutated."""
+    """Deep-copy JSON data into plain dicts and lists so the caller's body is never mutated.
+
+    Every string is checked on the way (`_check_text`).
+    """
     if isinstance(value, Mapping):
         copied: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ParseError(f"{where} has a non-string object key {k!r}")
+            _check_text(k, where)
             copied[k] = _json_copy(v, where)
         return copied
     if isinstance(value, list | tuple):
         return [_json_copy(v, where) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        _check_text(value, where)
+        return value
+    if value is None or isinstance(value, int | float | bool):
         return value
     raise ParseError(f"{where} holds a {type(value).__name__}, which is not JSON data")
 

@@ -586,6 +586,23 @@ MALFORMED: list[tuple[str, bytes | str | dict[str, Any], str]] = [
     ("version-number", body(_record_with(3, "s3", "object", "versionId")), "versionId must be"),
     ("bad-utf8-key", body(record("%FF%FE.csv")), "not valid UTF-8 after URL decoding"),
     (
+        "nul-in-key",
+        '{"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "a\\u0000"}}, '
+        '"eventName": "ObjectCreated:Put", "eventTime": "t"}]}',
+        "NUL character",
+    ),
+    ("encoded-nul-key", body(record("a%00b")), "NUL character"),
+    ("raw-nul-key", body(record("a\x00b", source="ceph:s3")), "NUL character"),
+    ("nul-elsewhere", body(_record_with("x\x00", "userIdentity")), "NUL character"),
+    ("nul-in-field-name", body(_record_with("v", "a\x00")), "NUL character"),
+    (
+        "surrogate-key",
+        '{"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "\\ud800"}}, '
+        '"eventName": "ObjectCreated:Put", "eventTime": "t"}]}',
+        "unpaired UTF-16 surrogate",
+    ),
+    ("surrogate-elsewhere", body(_record_with("\udc00", "opaqueData")), "unpaired UTF-16"),
+    (
         "second-record-bad",
         body(record("ok", eTag="e"), _record_without("s3", "object", "key")),
         r"Records\[1\] has no s3.object.key",
