@@ -126,6 +126,9 @@ def apply_filter(expression: str | None, message: dict[str, Any]) -> Match:
         result = compile_filter(expression).search(filter_view(message))
     except jmespath.exceptions.JMESPathError as exc:
         return Match(False, f"filter error: {exc}", error=True)
+    except (TypeError, ValueError) as exc:
+        # jmespath raises where the spec says "null": e.g. ordering a string against a number.
+        return Match(False, f"filter {expression!r} is null for this message ({exc})")
     if _truthy(result):
         return MATCHED
     return Match(False, f"filter {expression!r} is false for this message")

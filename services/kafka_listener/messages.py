@@ -18,6 +18,10 @@ Shape::
   the exact epoch milliseconds for numeric comparisons. Both are null when the record has no
   timestamp; ``timestamp`` alone is null when the milliseconds fall outside years 1-9999.
 - ``value`` stays a string, as in DataWorks; ``filter_view`` gives filters the parsed JSON instead.
+- With ``nul_as_binary`` (what the listener uses), text holding U+0000 is treated like bytes that
+  are not UTF-8 (base64 and flagged): PostgreSQL's jsonb cannot store that character, and the
+  message is stored with the event and the instance. A header *name* holding it cannot be
+  encoded that way and raises ``UnstorableMessage``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BASE64 = "base64"
+_NUL = "\x00"
+
+
+class UnstorableMessage(ValueError):
+    """The record cannot be represented as a storable trigger message."""
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -40,11 +51,14 @@ def trigger_message(
     key: bytes | None,
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]],
+    *,
+    nul_as_binary: bool = False,
 ) -> dict[str, Any]:
     """Build the trigger message of one Kafka record (see the module docstring for the shape).
 
     A negative ``timestamp_ms`` (Kafka's "no timestamp") is treated as absent.
     """
+    text = _storable_text if nul_as_binary else _text
     if timestamp_ms is not None and timestamp_ms < 0:
         timestamp_ms = None
     message: dict[str, Any] = {
@@ -54,16 +68,18 @@ def trigger_message(
         "timestamp": _iso_utc(timestamp_ms),
         "timestamp_ms": timestamp_ms,
     }
-    message["key"], key_encoding = _text(key)
+    message["key"], key_encoding = text(key)
     if key_encoding:
         message["key_encoding"] = key_encoding
-    message["value"], value_encoding = _text(value)
+    message["value"], value_encoding = text(value)
     if value_encoding:
         message["value_encoding"] = value_encoding
     texts: dict[str, str | None] = {}
     encodings: dict[str, str] = {}
     for name, raw in headers:
-        texts[name], encoding = _text(raw)
+        if nul_as_binary and _NUL in name:
+            raise UnstorableMessage(f"header name {name!r} contains U+0000")
+        texts[name], encoding = text(raw)
         if encoding:
             encodings[name] = encoding
         else:
@@ -99,6 +115,15 @@ def _text(raw: bytes | None) -> tuple[str | None, str | None]:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), BASE64
+
+
+def _storable_text(raw: bytes | None) -> tuple[str | None, str | None]:
+    """Like ``_text``, with text holding U+0000 given in base64 too."""
+    decoded, encoding = _text(raw)
+    if encoding is None and decoded is not None and _NUL in decoded:
+        assert raw is not None
+        return base64.b64encode(raw).decode("ascii"), BASE64
+    return decoded, encoding
 
 
 def _iso_utc(timestamp_ms: int | None) -> str | None:

@@ -127,3 +127,12 @@ def test_filter_view_parses_json_values_only() -> None:
     assert filter_view({"value": "[1, 2]"})["value"] == [1, 2]
     assert filter_view({"value": "plain"})["value"] == "plain"
     assert filter_view({"value": "e30=", "value_encoding": "base64"})["value"] == "e30="
+
+
+def test_filter_on_incompatible_types_is_filtered_not_raised() -> None:
+    # By the JMESPath spec, ordering a string against a number yields null: a non-match.
+    verdict = match(
+        kafka_trigger(filter="value.amount > `100`"), kafka_message(value='{"amount": "x"}')
+    )
+    assert not verdict.matched and not verdict.error
+    assert verdict.reason is not None and "null" in verdict.reason

@@ -1,0 +1,33 @@
+"""Metrics of the Kafka listener, beside the shared ones (`sluice_kafka_consumer_lag`, events)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ERRORS = Counter(
+    "sluice_kafka_listener_errors_total",
+    "Failures of the Kafka listener by stage (connect, fetch, position, admit, commit, "
+    "subscribe, probe, database); every one is retried",
+    ["stage"],
+)
+BROKER_UP = Gauge(
+    "sluice_kafka_listener_broker_up", "1 while the last broker probe succeeded, else 0"
+)
+SUBSCRIBED_TOPICS = Gauge(
+    "sluice_kafka_listener_subscribed_topics", "Topics the listener's consumer group follows"
+)
+ADMITTED_BATCH = Histogram(
+    "sluice_kafka_listener_batch_records",
+    "Records per admission transaction",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+SKIPPED = Counter(
+    "sluice_kafka_listener_skipped_total",
+    "Records not handed to intake, by reason (before_trigger: older than every trigger on a "
+    "partition read for the first time; revoked: dropped at a rebalance, redelivered later)",
+    ["reason"],
+)
+REVOCATIONS = Counter(
+    "sluice_kafka_listener_revocations_total",
+    "Rebalances that took partitions from this listener (joins, leaves, subscription changes)",
+)
