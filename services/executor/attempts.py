@@ -1,0 +1,161 @@
+"""Running one claimed attempt: prepare, run, stop on timeout / terminate / lost lease, report.
+
+`execute` never raises for node failures: it returns the `Finish` to write, or None when the
+attempt was fenced off (terminated, lease lost, self-fenced) and must write nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Literal
+
+import structlog
+
+from services.executor import metrics as executor_metrics
+from services.executor.claims import ClaimedNode
+from services.executor.logs import LogBuffer
+from services.executor.operations import Finish
+from services.executor.prepare import AnyNode, prepare
+from services.executor.runners import check, python, shell, sql, sync
+from services.executor.runners.base import AttemptContext, Runner, RunnerServices, RunResult
+from shared import metrics
+
+log = structlog.get_logger("sluice.executor")
+
+RUNNERS: dict[str, Runner] = {
+    "shell": shell.run,
+    "python": python.run,
+    "sql": sql.run,
+    "check": check.run,
+    "sync": sync.run,
+}
+
+StopReason = Literal["terminated", "lost", "self_fenced", "released"]
+_STOP_NOTES: dict[str, str] = {
+    "terminated": "terminated by request; process group killed",
+    "lost": "lease lost to another executor; attempt killed",
+    "self_fenced": "could not renew the lease for half its length; attempt killed",
+    "released": "executor shutting down; attempt released to run again elsewhere",
+}
+
+
+class RunningAttempt:
+    """An attempt this process holds the lease of, from claim until its finish is written."""
+
+    def __init__(self, claimed: ClaimedNode, node: AnyNode | None, log_buffer: LogBuffer) -> None:
+        self.claimed = claimed
+        self.node = node
+        self.log = log_buffer
+        self.claimed_mono = time.monotonic()
+        self.stop_reason: StopReason | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def fenced(self) -> bool:
+        """True once the database no longer lets this attempt write (or may not soon)."""
+        return self.stop_reason in ("terminated", "lost", "self_fenced")
+
+    def stop(self, reason: StopReason) -> None:
+        """Ask the attempt to end now; the first reason wins."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def _note_exit(buffer: LogBuffer, result: RunResult) -> None:
+    code = result.exit_code
+    if result.ok or code is None or result.reason != "exit_code":
+        return
+    try:
+        name = signal.Signals(code - 128).name if code > 128 else None
+    except ValueError:
+        name = None
+    buffer.note(f"killed by {name} (exit status {code})" if name else f"exit code {code}")
+
+
+async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
+    node = att.node
+    if node is None:
+        att.log.note("node is not in its workflow version")
+        return RunResult(ok=False, reason="error")
+    prepared = prepare(node, att.claimed, att.claimed.attempt)
+    if node.type == "shell" and shell.is_noop(prepared.code):
+        # In-process no-op: nothing to run, stop or time out.
+        return RunResult(ok=True, exit_code=0)
+    ctx = AttemptContext(
+        node=node, claimed=att.claimed, prepared=prepared, log=att.log, services=services
+    )
+    work = asyncio.create_task(RUNNERS[node.type](ctx))
+    stopped = asyncio.create_task(att.wait_stopped())
+    try:
+        done, _ = await asyncio.wait(
+            {work, stopped}, timeout=att.claimed.timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if work in done:
+            return work.result()
+        work.cancel()
+        # The runner kills its process group when cancelled; wait until it has.
+        await asyncio.wait({work})
+        if att.stop_reason is None:
+            att.log.note(f"timed out after {att.claimed.timeout_s:g}s; process group killed")
+            return RunResult(ok=False, reason="timeout")
+        att.log.note(_STOP_NOTES[att.stop_reason])
+        return RunResult(ok=False, reason=att.stop_reason)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
+        await ctx.remove_workdir()
+
+
+async def execute(att: RunningAttempt, services: RunnerServices) -> Finish | None:
+    """Run the attempt to its end; return what to record, or None when it is fenced off."""
+    claimed = att.claimed
+    started = time.monotonic()
+    try:
+        result = await _run(att, services)
+    except Exception as exc:
+        att.log.note(f"error: {type(exc).__name__}: {exc}")
+        result = RunResult(ok=False, reason="error")
+    _note_exit(att.log, result)
+    att.log.close()
+    duration = time.monotonic() - started
+    outcome_label = "succeeded" if result.ok else "failed"
+    metrics.NODE_DURATION.labels(claimed.type, outcome_label).observe(duration)
+    if att.fenced:
+        # Nothing more may be written: the database already moved on (terminate, sweep).
+        executor_metrics.ATTEMPTS_FENCED.labels(att.stop_reason or "").inc()
+        log.info("node_fenced", reason=att.stop_reason, duration_s=round(duration, 3))
+        return None
+    if result.reason == "released":
+        # Only an attempt actually stopped by the shutdown is released; one that ended on its
+        # own just before reports its real outcome.
+        log.info("node_released", duration_s=round(duration, 3))
+        return Finish(
+            claimed.node_id,
+            claimed.lease_token,
+            claimed.attempt_id,
+            "released",
+            result.exit_code,
+            "released",
+        )
+    log.info(
+        f"node_{outcome_label}",
+        duration_s=round(duration, 3),
+        exit_code=result.exit_code,
+        reason=result.reason,
+    )
+    return Finish(
+        claimed.node_id,
+        claimed.lease_token,
+        claimed.attempt_id,
+        "succeeded" if result.ok else "failed",
+        result.exit_code,
+        result.reason,
+    )

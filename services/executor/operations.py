@@ -1,0 +1,171 @@
+"""Instance and node state changes after creation (contract 4: only the executor makes them).
+
+- `promote_instances`: waiting -> running under `max_parallel_instances` and backfill parallelism,
+  then the nodes whose upstream all succeeded become ready.
+- `finish_attempts`: the end of attempts (fenced by lease token), retries, DAG readiness,
+  `upstream_failed` propagation, instance completion, in one transaction per batch.
+- `terminate_instance`, `rerun_instance`: the O&M operations the API calls.
+
+Every transition of an instance's nodes first locks the instance row, so concurrent finishes of
+two upstream nodes see each other before deciding whether their successor is ready. Channels:
+`sluice_nodes` (nodes became ready or slots freed), `sluice_instances` (instances queued or
+finished), `sluice_terminate` (payload: instance id; executors kill its attempts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from services.executor.claims import ADMISSION_LOCK
+from services.executor.logs import LogChunk, write_chunks
+from shared.db.errors import Conflict, Invalid, NotFound
+from shared.db.pool import Connection
+from shared.db.queries import load
+from shared.models.instances import FINAL_INSTANCE_STATES
+
+Q = load(__file__)
+
+NODES_CHANNEL = "sluice_nodes"
+INSTANCES_CHANNEL = "sluice_instances"
+TERMINATE_CHANNEL = "sluice_terminate"
+
+FinishOutcome = Literal["succeeded", "failed", "lost", "released"]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of one attempt, fenced by the lease token it was claimed with."""
+
+    node_id: int
+    lease_token: UUID
+    attempt_id: int
+    outcome: FinishOutcome
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    """What a finish batch did: which attempts it accepted and what follows from them."""
+
+    accepted: set[int] = field(default_factory=set)
+    # attempt ids whose log chunks were stored (the others no longer hold their lease)
+    logged: set[int] = field(default_factory=set)
+    # node id -> when its retry may start (nodes re-queued with a delay)
+    retry_at: dict[int, datetime] = field(default_factory=dict)
+    completed: dict[int, str] = field(default_factory=dict)
+    # an instance ended whose workflow has waiting instances
+    admission_due: bool = False
+
+
+async def promote_instances(conn: Connection, batch: int = 1000) -> list[int]:
+    """Start waiting instances where limits allow; return the ids that became running."""
+    async with conn.transaction():
+        await conn.execute(Q["lock_admission"], ADMISSION_LOCK)
+        ids = [int(r["id"]) for r in await conn.fetch(Q["promote_instances"], batch)]
+        if ids:
+            await conn.fetch(Q["release_ready"], ids)
+            # An instance with nothing left to run (e.g. every node skipped) ends right away.
+            await conn.fetch(Q["complete_instances"], ids)
+            await conn.execute(Q["notify"], NODES_CHANNEL, "")
+    return ids
+
+
+async def finish_attempts(
+    conn: Connection,
+    finishes: list[Finish],
+    chunks: list[LogChunk] | None = None,
+    *,
+    only_expired: bool = False,
+) -> FinishResult:
+    """End attempts and store their last log chunks in one transaction.
+
+    An attempt whose lease token no longer matches (swept, terminated, re-run) is not accepted:
+    nothing of it is written. `only_expired` (the sweeper) accepts only leases already expired
+    on the database clock, so an executor that renewed in the meantime keeps its attempt.
+    """
+    chunks = chunks or []
+    if not finishes:
+        return FinishResult(logged=await write_chunks(conn, chunks))
+    async with conn.transaction():
+        await conn.fetch(Q["lock_instances_of_nodes"], [f.node_id for f in finishes])
+        logged = await write_chunks(conn, chunks)
+        rows = await conn.fetch(
+            Q["finish_attempts"],
+            [f.node_id for f in finishes],
+            [f.lease_token for f in finishes],
+            [f.attempt_id for f in finishes],
+            [f.outcome for f in finishes],
+            [f.exit_code for f in finishes],
+            [f.reason for f in finishes],
+            only_expired,
+        )
+        if not rows:
+            return FinishResult(logged=logged)
+        instance_ids = sorted({int(r["instance_id"]) for r in rows})
+        states = {r["state"] for r in rows}
+        if "succeeded" in states:
+            await conn.fetch(Q["release_ready"], instance_ids)
+        if "failed" in states:
+            await conn.fetch(Q["mark_upstream_failed"], instance_ids)
+        ended = await conn.fetch(Q["complete_instances"], instance_ids)
+        completed = {int(r["id"]): str(r["state"]) for r in ended}
+        admission_due = any(r["queued"] for r in ended)
+        await conn.execute(Q["notify"], NODES_CHANNEL, "")
+        if admission_due:
+            await conn.execute(Q["notify"], INSTANCES_CHANNEL, "")
+    return FinishResult(
+        accepted={int(r["attempt_id"]) for r in rows},
+        logged=logged,
+        retry_at={int(r["node_id"]): r["not_before"] for r in rows if r["not_before"] is not None},
+        completed=completed,
+        admission_due=admission_due,
+    )
+
+
+async def terminate_instance(conn: Connection, ws_id: int, instance_id: int) -> None:
+    """Terminate an instance: unfinished nodes and running attempts become `terminated`.
+
+    Executors running its attempts learn of it through NOTIFY `sluice_terminate` (their lease
+    renewal is the fallback) and kill the process groups. Raises NotFound when the instance is
+    not in this workspace, Conflict when it has already ended.
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["lock_instance"], instance_id, ws_id)
+        if row is None:
+            raise NotFound("instance", instance_id)
+        if row["state"] in FINAL_INSTANCE_STATES:
+            raise Conflict(f"instance {instance_id} has already ended ({row['state']})")
+        await conn.fetch(Q["terminate_nodes"], instance_id)
+        await conn.fetch(Q["terminate_attempts"], instance_id)
+        await conn.fetch(Q["terminate_instance"], instance_id, "terminated by request")
+        await conn.execute(Q["notify"], TERMINATE_CHANNEL, str(instance_id))
+        await conn.execute(Q["notify"], INSTANCES_CHANNEL, "")
+        await conn.execute(Q["notify"], NODES_CHANNEL, "")
+
+
+async def rerun_instance(conn: Connection, ws_id: int, instance_id: int, mode: str) -> int:
+    """Run an ended instance again, in place; returns its id.
+
+    `all` gives every node a new attempt; `failed` only the failed, upstream_failed and
+    terminated nodes (succeeded nodes keep their result). Earlier attempts and their logs stay.
+    The instance goes back to `waiting` and is admitted under the workflow's limits like any
+    other. Raises NotFound, Conflict (still active, or nothing to rerun), Invalid (bad mode).
+    """
+    if mode not in ("all", "failed"):
+        raise Invalid("mode", f"must be 'all' or 'failed', got {mode!r}")
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["lock_instance"], instance_id, ws_id)
+        if row is None:
+            raise NotFound("instance", instance_id)
+        if row["state"] not in FINAL_INSTANCE_STATES:
+            raise Conflict(f"instance {instance_id} is still {row['state']}")
+        reset = await conn.fetch(Q["reset_nodes"], instance_id, mode)
+        if not reset:
+            raise Conflict(f"instance {instance_id} has no failed nodes to rerun")
+        await conn.fetch(Q["requeue_instance"], instance_id, f"rerun ({mode})")
+        await conn.execute(Q["notify"], INSTANCES_CHANNEL, "")
+    return instance_id
