@@ -17,11 +17,13 @@ from services.executor import metrics as executor_metrics
 from services.executor.claims import ClaimedNode
 from services.executor.logs import LogBuffer
 from services.executor.operations import Finish
-from services.executor.prepare import AnyNode, prepare
+from services.executor.prepare import AnyNode, PrepareError, WorkflowContext, prepare
 from services.executor.runners import check, python, shell, sql, sync
 from services.executor.runners.base import AttemptContext, Runner, RunnerServices, RunResult
 from shared import metrics
+from shared.db.queries import load
 
+Q = load(__file__)
 log = structlog.get_logger("sluice.executor")
 
 RUNNERS: dict[str, Runner] = {
@@ -44,9 +46,16 @@ _STOP_NOTES: dict[str, str] = {
 class RunningAttempt:
     """An attempt this process holds the lease of, from claim until its finish is written."""
 
-    def __init__(self, claimed: ClaimedNode, node: AnyNode | None, log_buffer: LogBuffer) -> None:
+    def __init__(
+        self,
+        claimed: ClaimedNode,
+        node: AnyNode | None,
+        log_buffer: LogBuffer,
+        context: WorkflowContext | None = None,
+    ) -> None:
         self.claimed = claimed
         self.node = node
+        self.context = context
         self.log = log_buffer
         self.claimed_mono = time.monotonic()
         self.stop_reason: StopReason | None = None
@@ -83,7 +92,19 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
     if node is None:
         att.log.note("node is not in its workflow version")
         return RunResult(ok=False, reason="error")
-    prepared = prepare(node, att.claimed, att.claimed.attempt)
+    try:
+        prepared = prepare(node, att.claimed, att.claimed.attempt, att.context)
+    except PrepareError as exc:
+        # A missing path or an unbindable value fails the node, naming it: never "".
+        att.log.note(f"parameters: {exc}")
+        return RunResult(ok=False, reason="parameters")
+    if prepared.parameters:
+        await services.pool.execute(
+            Q["record_parameters"],
+            att.claimed.attempt_id,
+            att.claimed.lease_token,
+            prepared.parameters,
+        )
     if node.type == "shell" and shell.is_noop(prepared.code):
         # In-process no-op: nothing to run, stop or time out.
         return RunResult(ok=True, exit_code=0)

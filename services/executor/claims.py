@@ -14,6 +14,8 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+from pydantic import Field
+
 from shared.db.pool import Connection
 from shared.db.queries import load
 from shared.models.common import Record
@@ -50,6 +52,7 @@ class ClaimedNode(Record):
     parameters: dict[str, Any]
     trigger_message: Any
     event_received_at: datetime | None
+    workspace_parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 async def claim_nodes(

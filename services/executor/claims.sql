@@ -58,10 +58,12 @@ SELECT c.id AS node_id, c.attempt_id, c.name, c.type, c.attempt, c.lease_token,
        c.timeout_s, c.resource_group, cardinality(c.upstream) = 0 AS is_root, c.ready_at,
        c.claimed_at, i.id AS instance_id, i.workspace_id, i.workflow_id, w.name AS workflow,
        w.type AS workflow_type, i.version, i.kind, i.cyctime, i.bizdate, i.parameters,
-       i.trigger_message, e.received_at AS event_received_at
+       i.trigger_message, e.received_at AS event_received_at,
+       ws.parameters AS workspace_parameters
 FROM claimed c
 JOIN instances i ON i.id = c.instance_id
 JOIN workflows w ON w.id = i.workflow_id
+JOIN workspaces ws ON ws.id = i.workspace_id
 LEFT JOIN events e ON e.id = i.event_id;
 
 -- name: version_specs

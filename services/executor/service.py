@@ -43,7 +43,7 @@ from services.executor.operations import (
     FinishResult,
     promote_instances,
 )
-from services.executor.prepare import AnyNode
+from services.executor.prepare import AnyNode, WorkflowContext
 from services.executor.runners.base import RunnerServices
 from services.executor.wake import first_set
 from services.executor.writer import Writer
@@ -70,6 +70,7 @@ class Executor:
         self._attempts: dict[int, RunningAttempt] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._specs: OrderedDict[tuple[int, int], dict[str, AnyNode]] = OrderedDict()
+        self._contexts: dict[tuple[int, int], WorkflowContext] = {}
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._admission_due = True
@@ -151,8 +152,10 @@ class Executor:
     def _remember(self, key: tuple[int, int], raw: dict[str, Any]) -> None:
         spec = WorkflowSpec.model_validate(raw)
         self._specs[key] = {n.name: n for n in spec.nodes}
+        self._contexts[key] = WorkflowContext(parameters=dict(spec.parameters), timezone=spec.zone)
         while len(self._specs) > _SPEC_CACHE:
-            self._specs.popitem(last=False)
+            evicted, _ = self._specs.popitem(last=False)
+            self._contexts.pop(evicted, None)
 
     def _start(self, claimed: ClaimedNode, sent: float) -> None:
         key = (claimed.workflow_id, claimed.version)
@@ -163,6 +166,7 @@ class Executor:
             claimed,
             nodes.get(claimed.name),
             LogBuffer(self.config.log_cap_bytes, self.config.log_chunk_bytes),
+            self._contexts.get(key),
         )
         att.claimed_mono = sent
         # A claim sent before a terminate NOTIFY arrived may have raced it; a later one is a

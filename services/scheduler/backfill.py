@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection
 from datetime import datetime
+from typing import Literal
 
 import structlog
 
-from services.executor.operations import RerunMode, rerun_instance, terminate_instance
+from services.executor.operations import rerun_instance, terminate_instance
 from services.scheduler.ticks import backfill_run_key, backfill_times, bizdate_of
 from shared import metrics
 from shared.db import workflows as workflow_repo
@@ -201,7 +202,7 @@ async def terminate_backfill(conn: Connection, workspace_id: int, backfill_id: i
 
 
 async def rerun_backfill(
-    conn: Connection, workspace_id: int, backfill_id: int, mode: RerunMode = "failed"
+    conn: Connection, workspace_id: int, backfill_id: int, mode: Literal["all", "failed"] = "failed"
 ) -> list[int]:
     """Rerun a backfill's ended instances in place, in run order; return their ids.
 

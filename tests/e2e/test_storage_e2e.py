@@ -45,15 +45,7 @@ PRINT_PATH_FROM_FILE = (
     "code",
     [
         pytest.param(PRINT_PATH_FROM_FILE, id="message-file"),
-        pytest.param(
-            PRINT_PATH,
-            id="parameter-binding",
-            marks=pytest.mark.xfail(
-                reason="the executor runs node code unbound until parameter binding (DESIGN 6.4) "
-                "is wired into services/executor/prepare.py",
-                strict=False,
-            ),
-        ),
+        pytest.param(PRINT_PATH, id="parameter-binding"),
     ],
 )
 async def test_an_uploaded_file_runs_the_workflow_that_prints_its_key(

@@ -82,6 +82,39 @@ def s3_params(resolved: ResolvedConnection | None, settings: Settings) -> dict[s
     return params
 
 
+# Bound parameter values are strings (DESIGN 6.4); with text-format codecs PostgreSQL parses
+# them exactly as it would a quoted literal, whatever type the placeholder's position has.
+_TEXT_TYPES = (
+    "int2",
+    "int4",
+    "int8",
+    "numeric",
+    "float4",
+    "float8",
+    "bool",
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "uuid",
+    "json",
+    "jsonb",
+    "inet",
+    "cidr",
+    "money",
+)
+
+
+async def use_text_codecs(conn: asyncpg.Connection[Any]) -> None:
+    """Send and receive the common scalar types as text on this node connection."""
+    for name in _TEXT_TYPES:
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=str, decoder=str, format="text"
+        )
+
+
 @asynccontextmanager
 async def postgres(
     pool: Executor, workspace_id: int, name: str, statement_timeout_s: float | None = None
@@ -92,6 +125,7 @@ async def postgres(
         **postgres_params(resolved, statement_timeout_s)
     )
     try:
+        await use_text_codecs(conn)
         yield conn
     except BaseException:
         # Cancelled mid-query (timeout, terminate): drop the socket now; the server notices.
