@@ -9,17 +9,25 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 log = structlog.get_logger("sluice.lifecycle")
+_DEBOUNCE_S = 1.0
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT only set `stop`; a second signal while stopping exits at once."""
+    """SIGTERM/SIGINT only set `stop`; a second signal (a second later) exits at once."""
     loop = asyncio.get_running_loop()
+    first: list[float] = []
 
     def handle(signum: int) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("second_signal_exiting", signal=signal.Signals(signum).name)
-            raise SystemExit(130)
-        log.info("stop_requested", signal=signal.Signals(signum).name)
+            # Wrappers (timeout, shells, process managers) often forward the same signal a
+            # moment later: only a deliberate second signal skips the drain.
+            if first and loop.time() - first[0] > _DEBOUNCE_S:
+                log.warning("second_signal_exiting", signal=name)
+                raise SystemExit(130)
+            return
+        first.append(loop.time())
+        log.info("stop_requested", signal=name)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -65,5 +65,5 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
     # Chatty libraries: their warnings matter, their info lines do not.
-    for name in ("aiokafka", "botocore", "aiobotocore", "uvicorn.access", "pgserver"):
+    for name in ("aiokafka", "botocore", "aiobotocore", "uvicorn.access", "pgserver", "httpx"):
         logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))
