@@ -38,7 +38,8 @@ import asyncpg
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from shared.embedded.postgres import EmbeddedPostgres, with_database
-from shared.embedded.s3 import EmbeddedS3, ensure_bucket, ensure_queue, free_port, notify_queue
+from shared.embedded.process import free_port
+from shared.embedded.s3 import EmbeddedS3, ensure_bucket, ensure_queue, notify_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUICE = str(Path(sys.executable).with_name("sluice"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from shared.embedded.s3 import die_with_parent, free_port, log_tail, stop_process
+from shared.embedded.process import die_with_parent, free_port, log_tail, stop_process
 
 BINARIES: Final = ("ceph-mon", "ceph-osd", "radosgw", "ceph", "radosgw-admin", "monmaptool")
 PACKAGES: Final = "ceph-mon ceph-osd radosgw ceph-common"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib.util
 import os
 import select
@@ -41,7 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, NamedTuple, Self
@@ -50,6 +49,8 @@ import structlog
 from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.errors import IncompatibleBrokerVersion, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateTopicsRequest
+
+from shared.embedded.process import die_with_parent, free_port, signal_group
 
 log = structlog.get_logger(__name__)
 
@@ -91,13 +92,6 @@ def tansu_binary() -> Path | None:
 def mock_cluster_available() -> bool:
     """Whether librdkafka's mock cluster (the ``confluent-kafka`` package) can be used."""
     return importlib.util.find_spec("confluent_kafka") is not None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class ClusterMetadata(NamedTuple):
@@ -159,36 +153,6 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """Build a ``preexec_fn`` that makes the child receive SIGKILL when its parent dies (Linux).
-
-    libc is resolved here, before any fork, because loading a library between fork and exec is not
-    safe in a multi-threaded parent. The kernel ties the signal to the thread that forked, so the
-    broker must be started from a thread that lives as long as it (the event loop's thread).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return hook
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    # The process is not reaped yet (callers check), so its group id cannot have been reused.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
 
 
 class EmbeddedKafka:
@@ -280,14 +244,14 @@ class EmbeddedKafka:
         self._backend = None
         if process is not None:
             if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
+                signal_group(process, signal.SIGTERM)
                 try:
                     process.wait(timeout=self._stop_timeout_s)
                 except subprocess.TimeoutExpired:
                     log.warning(
                         "embedded_kafka_kill", pid=process.pid, after_s=self._stop_timeout_s
                     )
-                    _signal_group(process, signal.SIGKILL)
+                    signal_group(process, signal.SIGKILL)
                     process.wait()
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
@@ -395,7 +359,7 @@ class EmbeddedKafka:
             stderr=self._log_file,
             env={**os.environ, "NO_COLOR": "1"},  # plain text in the log file
             start_new_session=True,
-            preexec_fn=_die_with_parent_hook(),
+            preexec_fn=die_with_parent(),
         )
         log.info(
             "embedded_kafka_starting",

@@ -21,23 +21,21 @@ kernel when the thread that started it ends, so it never outlives sluice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
+
+from shared.embedded.process import die_with_parent, free_port, log_tail, stop_process
 
 REGION: Final = "us-east-1"
 DEV_ACCESS_KEY: Final = "sluice"
@@ -48,62 +46,10 @@ NOTIFICATION_ID: Final = "sluice"
 
 _PROBE_INTERVAL_S = 0.05
 _AUTO_PORT_ATTEMPTS = 3
-_LOG_TAIL_BYTES = 4000
 
 
 class EmbeddedS3Error(RuntimeError):
     """The embedded S3 server could not be started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` that makes a child receive SIGKILL when its parent thread ends (Linux).
-
-    libc is resolved before the fork: loading a library between fork and exec is not safe in a
-    multi-threaded parent.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return hook
-
-
-def log_tail(path: Path | None, limit: int = _LOG_TAIL_BYTES) -> str:
-    """The end of a log file, for error messages."""
-    if path is None or not path.exists():
-        return ""
-    data = path.read_bytes()[-limit:]
-    return data.decode("utf-8", "replace")
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM the process group, SIGKILL it after `timeout_s`, reap it."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(400)
 def alive(pid: int) -> bool:
     """Running, not merely a zombie waiting for whichever process adopted it."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
-import asyncpg  # noqa: F401  (used in the Pool alias)
+import asyncpg
 import pytest
 
 from shared import intake
@@ -28,7 +28,7 @@ from tests.factories import (
     workflow,
 )
 
-Pool = "asyncpg.Pool[Any]"
+Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 
 async def count(pool: Pool, sql: str, *args: Any) -> int:
@@ -226,6 +226,7 @@ async def test_oversize_payload_is_truncated_in_the_audit_only(pool: Pool) -> No
     row = await pool.fetchrow(
         "SELECT payload, payload_truncated FROM events WHERE id = $1", r.event_id
     )
+    assert row is not None
     assert row["payload_truncated"] is True
     assert len(row["payload"].encode()) <= 1 << 20
     message = await pool.fetchval("SELECT trigger_message FROM instances")

@@ -29,11 +29,11 @@ from shared.embedded.kafka import (
     EmbeddedKafka,
     EmbeddedKafkaError,
     create_topics,
-    free_port,
     mock_cluster_available,
     probe_metadata,
     tansu_binary,
 )
+from shared.embedded.process import free_port
 from tests.integration.kafka_support import (
     WAIT_S,
     RecordingListener,

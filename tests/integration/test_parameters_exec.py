@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
+import asyncpg
 import pytest
 
 from services.executor.logs import read_log
@@ -17,7 +18,7 @@ from shared.db import connections as connection_repo
 from tests.factories import workflow
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
 
-Pool = "asyncpg.Pool[Any]"
+Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 
 def corpus(canary: Path) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.embedded.kafka import EmbeddedKafka
-from shared.embedded.s3 import free_port
+from shared.embedded.process import free_port
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.integration import kafka_support
 from tests.integration.kafka_support import TopicFactory, group_id, group_timing, producer

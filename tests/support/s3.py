@@ -20,12 +20,12 @@ import pytest
 
 from services.storage_listener.config import StorageSettings
 from services.storage_listener.service import run
+from shared.embedded.process import free_port
 from shared.embedded.s3 import (
     EmbeddedS3,
     Queue,
     ensure_bucket,
     ensure_queue,
-    free_port,
     notify_queue,
 )
 from shared.settings import Settings, load_settings
