@@ -142,7 +142,7 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
     api = f"http://127.0.0.1:{settings.api_port}"
     exports = (
         f"export SLUICE_API_URL={api} SLUICE_TOKEN={token} "
-        f"SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:{ports.kafka} "
+        f"SLUICE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
         f"SLUICE_S3_ENDPOINT=http://127.0.0.1:{ports.s3}"
     )
     lines = [
@@ -151,7 +151,7 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         f"  API:       {api}/api/v1   (OpenAPI docs: {api}/docs)",
         f"  token:     {token}",
         f"  webhook:   http://127.0.0.1:{settings.webhook_port}/hooks/s3   (Bearer {webhook})",
-        f"  Kafka:     127.0.0.1:{ports.kafka}    S3/SQS: http://127.0.0.1:{ports.s3}",
+        f"  Kafka:     {settings.kafka_bootstrap}    S3/SQS: http://127.0.0.1:{ports.s3}",
         f"  services:  {', '.join(services)}",
         f"  examples:  {', '.join(examples) or '(none found)'}",
         "",

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
@@ -409,6 +410,17 @@ async def _insert_outcomes(conn: Connection, records: list[_Record]) -> None:
         await conn.execute(Q["insert_outcomes"], *cols)
 
 
+def cyctime_for(bizdate: date | None, now: datetime, zone: str) -> datetime:
+    """The base time of a run: now, or for a requested business date the day after it at the
+    current wall time in the workflow's zone, so `${cyctime}` and `$[...]` agree with `${bizdate}`.
+    """
+    if bizdate is None:
+        return now
+    local = now.astimezone(ZoneInfo(zone))
+    day = bizdate + timedelta(days=1)
+    return local.replace(year=day.year, month=day.month, day=day.day)
+
+
 async def request_run(
     conn: Connection,
     workspace_id: int,
@@ -444,7 +456,7 @@ async def request_run(
                 NewInstance(
                     version=loaded,
                     kind=kind,
-                    cyctime=now,
+                    cyctime=cyctime_for(request.bizdate, now, loaded.spec.zone),
                     bizdate=request.bizdate,
                     priority=request.priority,
                     parameters=request.parameters,

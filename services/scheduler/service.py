@@ -34,6 +34,7 @@ from services.scheduler.ticks import (
     schedule_run_key,
 )
 from shared import metrics
+from shared.db import events as event_repo
 from shared.db import workflows as workflow_repo
 from shared.db.instances import Created, NewInstance, create_instances
 from shared.db.pool import connect, create_pool
@@ -51,6 +52,7 @@ _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 _WAKE_MARGIN_S = 0.001
 _RETRY_S = 1.0
 _CLOCK_SYNC_S = 60.0
+_PRUNE_S = 3600.0
 _RELISTEN_S = 1.0
 # The termination listener reports a dropped connection; this re-check is its fallback.
 _LISTEN_CHECK_S = 30.0
@@ -272,6 +274,24 @@ async def _keep_clock_synced(clock: DbClock, pool: asyncpg.Pool[Any], stop: asyn
             log.warning("scheduler_clock_sync_failed", error=str(exc))
 
 
+async def _prune_dedup_records(
+    pool: asyncpg.Pool[Any], retention_days: int, stop: asyncio.Event
+) -> None:
+    """Forget admissions older than the dedup retention, at start and then hourly.
+
+    Pruning is idempotent, so every scheduler replica may do it; the scheduler hosts it because
+    it is the one service whose job is acting on the passage of time.
+    """
+    while not stop.is_set():
+        try:
+            pruned = await event_repo.prune_admissions(pool, retention_days)
+            if pruned:
+                log.info("dedup_records_pruned", count=pruned, retention_days=retention_days)
+        except _TRANSIENT as exc:
+            log.warning("dedup_prune_failed", error=str(exc))
+        await wait_any(stop, None, _PRUNE_S)
+
+
 async def _listen(dsn: str, notified: asyncio.Event, stop: asyncio.Event) -> None:
     """LISTEN on a dedicated connection; reconnect when it drops (polling covers the gap)."""
 
@@ -320,6 +340,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(_listen(settings.database_url, notified, stop))
             group.create_task(_keep_clock_synced(clock, pool, stop))
+            group.create_task(_prune_dedup_records(pool, settings.dedup_retention_days, stop))
             serve = scheduler.serve(
                 stop, clock=clock, poll_s=settings.poll_interval_s, notified=notified
             )

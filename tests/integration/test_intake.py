@@ -292,3 +292,21 @@ async def test_backfill_instances_ignore_overflow_policy(pool: Pool) -> None:
     states = [m.state for m in made if m is not None]
     # backfills queue under their own parallelism and, waiting, fill the limit for API runs
     assert states == ["waiting"] * 3 + ["cancelled"] * 3
+
+
+async def test_dedup_records_expire_after_retention(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        await add_trigger(conn, kafka_trigger("kt", "orders"))
+        await add_workflow(conn, workflow("wf", trigger="kt"))
+    await intake.admit(pool, kafka_event(offset=1))
+    await intake.admit(pool, kafka_event(offset=2))
+    # backdate one admission past a 30-day retention (moving time by rows, not by sleeping)
+    await pool.execute(
+        "UPDATE admissions SET created_at = now() - interval '31 days' "
+        "WHERE dedup_key = 'orders/0/1'"
+    )
+    assert await event_repo.prune_admissions(pool, 30) == 1
+    [again] = await intake.admit(pool, kafka_event(offset=1))
+    [still] = await intake.admit(pool, kafka_event(offset=2))
+    assert again.outcomes[0].outcome == "admitted"
+    assert still.outcomes[0].outcome == "duplicate"

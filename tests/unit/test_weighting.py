@@ -71,3 +71,22 @@ def test_long_chain_does_not_recurse_too_deep() -> None:
     nodes = [shell_node("n0")] + [shell_node(f"n{i}", [f"n{i - 1}"]) for i in range(1, 400)]
     w = weights(nodes, weighting="downward", priority=1)
     assert w["n399"] == (1, 400)
+
+
+@pytest.mark.parametrize(
+    ("bizdate", "zone", "expected"),
+    [
+        (None, "UTC", "2026-11-21T12:00:00+00:00"),
+        ("2026-01-31", "UTC", "2026-02-01T12:00:00+00:00"),
+        ("2026-11-20", "Asia/Shanghai", "2026-11-21T20:00:00+08:00"),
+        ("2024-02-28", "UTC", "2024-02-29T12:00:00+00:00"),
+    ],
+)
+def test_run_request_bizdate_sets_cyctime(bizdate: str | None, zone: str, expected: str) -> None:
+    from datetime import date
+
+    from shared.intake import cyctime_for
+    from tests.factories import NOW
+
+    given = date.fromisoformat(bizdate) if bizdate else None
+    assert cyctime_for(given, NOW, zone).isoformat() == expected
