@@ -1,1 +1,4 @@
-"""Benchmarks of DESIGN 13; each scenario prints JSON lines (`python -m bench.<scenario>`)."""
+"""Benchmarks of intake, latency and dispatch with their raw floors.
+
+Each scenario prints JSON lines: `python -m bench.<scenario>`.
+"""

@@ -1,4 +1,4 @@
-"""`baseline` (DESIGN 13.5): this machine's raw floor, measured in the same run as the scenarios.
+"""`baseline`: this machine's raw floor, measured in the same run as the scenarios.
 
 - `skip_locked_claim`: rows/s claimed from a 10,000-row queue table with
   `UPDATE ... WHERE id = ANY(ARRAY(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED))`, one row per

@@ -1,4 +1,4 @@
-"""`dispatch` (DESIGN 13.3): 10,000 queued single-node instances drained by 1 and 4 executor
+"""`dispatch`: 10,000 queued single-node instances drained by 1 and 4 executor
 processes, with limits enforced, priority order and limits verified while doing it.
 
 Modes: `noop` — the node's code is `true`, which the shell runner completes in-process (no

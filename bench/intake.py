@@ -1,4 +1,4 @@
-"""Kafka intake benchmark (DESIGN 13 `intake`, with its `baseline` measured in the same run).
+"""Kafka intake benchmark.
 
 Against an embedded PostgreSQL (or `SLUICE_BENCH_DATABASE_URL`, a server this may create a
 database on) and an embedded Tansu broker, prints one JSON line per scenario:

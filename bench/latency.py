@@ -1,4 +1,4 @@
-"""Kafka latency benchmark (DESIGN 13 `latency`, with its Kafka baseline measured in the same run).
+"""Kafka latency benchmark.
 
 `sluice run kafka-listener` and `sluice run executor` run as real processes against an embedded
 PostgreSQL (or `SLUICE_BENCH_DATABASE_URL`) and an embedded Tansu broker. Records are produced

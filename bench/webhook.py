@@ -1,4 +1,4 @@
-"""Storage-listener benchmarks (DESIGN 13): webhook intake rate and upload → node-start latency.
+"""Storage-listener benchmarks: webhook intake rate and upload → node-start latency.
 
 Runs `sluice run storage-listener` and `sluice run executor` as real processes against an embedded
 PostgreSQL (or `SLUICE_BENCH_DATABASE_URL`, a server this may create a database on) and an

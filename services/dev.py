@@ -1,4 +1,4 @@
-"""`sluice dev`: every service in one process on embedded servers under `.sluice/` (DESIGN 9.4).
+"""`sluice dev`: every service in one process on embedded servers under `.sluice/`.
 
 Embedded parts, all children of this process and stopped on Ctrl-C / SIGTERM:
 PostgreSQL (pgserver), a Kafka-protocol broker (Tansu; librdkafka's mock as fallback) and an

@@ -1,4 +1,4 @@
-"""Pure dedup keys (DESIGN 3.1): what makes two deliveries the same event for a trigger."""
+"""Pure dedup keys: what makes two deliveries the same event for a trigger."""
 
 from __future__ import annotations
 

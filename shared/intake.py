@@ -1,4 +1,4 @@
-"""admit(event): the one transactional path from an event to workflow instances (DESIGN 7.1).
+"""admit(event): the one transactional path from an event to workflow instances.
 
 For a batch of events, in ONE transaction: record each event (once per workspace that has a
 trigger on its source), evaluate every candidate trigger, insert one admission per (trigger, dedup

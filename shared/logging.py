@@ -1,4 +1,4 @@
-"""structlog configuration (DESIGN 10): JSON in production, console on a terminal.
+"""structlog configuration: JSON in production, console on a terminal.
 
 `merge_contextvars` runs first so `bound_contextvars(event_id=..., instance_id=...)` reaches every
 line; standard-library loggers (aiokafka, asyncpg, uvicorn) go through the same renderer.

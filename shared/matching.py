@@ -1,4 +1,4 @@
-"""Pure trigger matching (DESIGN 3.1): key globs, S3 event names, Kafka keys, JMESPath filters."""
+"""Pure trigger matching: key globs, S3 event names, Kafka keys, JMESPath filters."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def apply_filter(expression: str | None, message: dict[str, Any]) -> Match:
 
 
 def match_kafka(trigger: KafkaTriggerSpec, message: dict[str, Any]) -> Match:
-    """Does a Kafka trigger message (DESIGN 5) pass this trigger?"""
+    """Does a Kafka trigger message pass this trigger?"""
     if message.get("topic") != trigger.topic:
         return Match(False, f"topic {message.get('topic')!r} is not {trigger.topic!r}")
     if trigger.key is not None and message.get("key") != trigger.key:
@@ -144,7 +144,7 @@ def match_kafka(trigger: KafkaTriggerSpec, message: dict[str, Any]) -> Match:
 
 
 def match_s3(trigger: S3TriggerSpec, message: dict[str, Any]) -> Match:
-    """Does an S3 CloudEvents trigger message (DESIGN 5) pass this trigger?"""
+    """Does an S3 CloudEvents trigger message pass this trigger?"""
     data = message.get("data") or {}
     s3 = data.get("s3") or {}
     bucket = (s3.get("bucket") or {}).get("name")

@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN 10). One registry per process; every service exposes /metrics."""
+"""Prometheus metrics. One registry per process; every service exposes /metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Health, readiness and metrics for every service (DESIGN 9.1): `/healthz`, `/readyz`, `/metrics`.
+"""Health, readiness and metrics for every service: `/healthz`, `/readyz`, `/metrics`.
 
 Each `sluice run <service>` process (and `sluice dev`) serves these on `SLUICE_METRICS_PORT`.
 Services report the state of their own dependencies (broker connected, webhook tokens configured)

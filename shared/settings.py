@@ -1,4 +1,4 @@
-"""Configuration from the environment (DESIGN 9.3), composed per concern.
+"""Configuration from the environment, composed per concern.
 
 Bad configuration fails at start with one line naming the variable (`SettingsError`).
 """

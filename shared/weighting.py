@@ -1,4 +1,4 @@
-"""Pure dispatch planning (DESIGN 4): effective priorities and downward weights per node."""
+"""Pure dispatch planning: effective priorities and downward weights per node."""
 
 from __future__ import annotations
 

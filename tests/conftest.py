@@ -1,4 +1,4 @@
-"""Test infrastructure shared by every tier (DESIGN 11).
+"""Test infrastructure shared by every tier.
 
 PostgreSQL: the embedded `pgserver` by default, `SLUICE_TEST_DATABASE_URL` to use another server.
 The schema is migrated once into a template database; each test that asks for `db_url` gets a

@@ -1,4 +1,4 @@
-"""Metrics of the HTTP API itself (the domain metrics of DESIGN 10 live in shared/metrics.py)."""
+"""Metrics of the HTTP API itself (the domain metrics live in shared/metrics.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Claiming ready nodes in dispatch order under resource-group slots and executor concurrency.
 
-Dispatch order (DESIGN 4): effective priority DESC, weight DESC, instance created_at ASC, node id
+Dispatch order: effective priority DESC, weight DESC, instance created_at ASC, node id
 ASC, per resource group; across groups the same order decides which claims this executor takes.
 Contract 5: claims are serialized by a transaction-scoped advisory lock and the claiming statement
 counts running nodes with a snapshot taken after that lock, so however many replicas claim, a

@@ -1,4 +1,4 @@
-"""Leases on running node attempts (DESIGN 4, contract 4).
+"""Leases on running node attempts.
 
 A claim writes `lease_token` and `lease_expires_at = now() + lease` on the database clock. The
 holder renews every lease/3; any executor's sweeper re-queues attempts whose lease expired

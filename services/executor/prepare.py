@@ -1,6 +1,6 @@
 """What an attempt runs: the one place node code, environment and bind values are decided.
 
-Parameters are resolved (DESIGN 6.1-6.3) and bound into the node's code (DESIGN 6.4) here, per
+Parameters are resolved and bound into the node's code here, per
 attempt: shell placeholders become environment-variable references, python placeholders string
 literals, SQL placeholders bind parameters. Event data therefore reaches node code as data, never
 as code (contract 6). Pure: no I/O.
@@ -90,7 +90,7 @@ def redact(values: dict[str, str]) -> dict[str, str]:
 
 
 def resolve(node: AnyNode, instance: ClaimedNode, context: WorkflowContext) -> Resolution:
-    """Resolve every parameter and built-in of this attempt (DESIGN 6.1-6.3)."""
+    """Resolve every parameter and built-in of this attempt."""
     workflow_type = instance.workflow_type
     inp = ResolutionInput(
         workflow_type=workflow_type,  # type: ignore[arg-type]

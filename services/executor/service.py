@@ -9,7 +9,7 @@ One asyncio process runs many attempts at once. Its loops, supervised in one Tas
 - sweeper: re-queues attempts whose lease expired on any executor (reason `lost`);
 - listener: a dedicated LISTEN connection; `sluice_terminate` kills an instance's attempts.
 
-Contracts 4-5 (DESIGN 1) hold in the database, not here: every write of a running attempt is
+Contracts 4-5 hold in the database, not here: every write of a running attempt is
 fenced by its lease token, and limits are decided inside the admission and claim statements.
 SIGTERM sets `stop`: claiming stops, running attempts get `drain_timeout_s` to finish, then they
 are killed and released (re-queued at once, not charged against retries) to run elsewhere.

@@ -1,4 +1,4 @@
-"""Settings only the Kafka listener reads (DESIGN 7.2, 9.3), and the Kafka client options.
+"""Settings only the Kafka listener reads, and the Kafka client options.
 
 The connection itself (`SLUICE_KAFKA_BOOTSTRAP`, `SLUICE_KAFKA_SECURITY_PROTOCOL`, SASL, CA file),
 the group id, `fetch_max_wait_ms` and the batch size are shared settings (`shared.settings`); the

@@ -1,4 +1,4 @@
-"""The Kafka listener's consumer-group member: fetch → admit → commit (DESIGN 7.2, contract 3).
+"""The Kafka listener's consumer-group member: fetch → admit → commit.
 
 One ``AIOKafkaConsumer`` (manual commits, ``auto_offset_reset="none"``) follows the union of the
 topics of enabled Kafka triggers. Three loops share it:

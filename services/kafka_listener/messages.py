@@ -1,4 +1,4 @@
-"""The trigger message of a Kafka record (DESIGN.md section 5) and the view filters evaluate. Pure.
+"""The trigger message of a Kafka record and the view filters evaluate. Pure.
 
 Shape::
 

@@ -1,4 +1,4 @@
-"""A fetched Kafka record as the event intake admits (DESIGN 5, 7.1, 7.2). Pure: no I/O.
+"""A fetched Kafka record as the event intake admits. Pure: no I/O.
 
 Every record becomes exactly one event, so every offset gets an audit record and can be
 committed: a record too large to admit, or one that cannot be stored as a trigger message, is an

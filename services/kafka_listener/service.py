@@ -1,11 +1,11 @@
-"""`sluice run kafka-listener`: Kafka messages into workflow instances (DESIGN 7.1, 7.2).
+"""`sluice run kafka-listener`: Kafka messages into workflow instances.
 
 Two tasks in one TaskGroup (either one failing stops the service):
 - the trigger watcher (`subscriptions.watch_triggers`): the topics of enabled Kafka triggers,
   re-read on NOTIFY `sluice_triggers` and every `SLUICE_KAFKA_RESUBSCRIBE_INTERVAL_S`;
 - the consumer-group member (`consumer.KafkaListener`): fetch → admit → commit.
 
-Key contracts (DESIGN 1) upheld here: an offset is committed only after the intake transaction
+Key contracts upheld here: an offset is committed only after the intake transaction
 that recorded its message (and created its instances) has committed (3); a crash in between makes
 Kafka redeliver the message and the admission's UNIQUE dedup key absorbs it (2).
 

@@ -1,4 +1,4 @@
-"""Backfills (DESIGN 8): one `backfill` instance per fire time of an interval, run as a group.
+"""Backfills: one `backfill` instance per fire time of an interval, run as a group.
 
 A backfill is a `backfills` row (the group O&M lists, terminates or reruns as a whole) and its
 instances, created in one transaction. Each instance gets the cyctime of its fire time and the

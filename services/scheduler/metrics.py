@@ -1,4 +1,4 @@
-"""Scheduler metrics, in addition to the shared ones of DESIGN 10."""
+"""Scheduler metrics, in addition to the shared ones in shared/metrics.py."""
 
 from __future__ import annotations
 

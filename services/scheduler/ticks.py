@@ -1,4 +1,4 @@
-"""What a schedule owes right now, and which fire times a backfill covers (DESIGN 6.2, 8).
+"""What a schedule owes right now, and which fire times a backfill covers.
 
 Pure: no clock is read and nothing is stored; the scheduler passes `now` and the schedule's
 bookkeeping (`schedule_state`) in and writes the answer back in one transaction.

@@ -1,4 +1,4 @@
-"""aiobotocore clients for S3 and SQS built from settings (DESIGN 9.3).
+"""aiobotocore clients for S3 and SQS built from settings.
 
 `SLUICE_S3_ENDPOINT` points S3 at MinIO, Ceph RGW or moto; without it the AWS endpoints apply.
 SQS queues name their own endpoint: a queue URL outside AWS (moto, ElasticMQ, LocalStack) is

@@ -1,4 +1,4 @@
-"""Settings of the storage listener's `poll` and `kafka` sources (DESIGN 7.3, 9.3).
+"""Settings of the storage listener's `poll` and `kafka` sources.
 
 The webhook (`SLUICE_WEBHOOK_TOKENS`, `SLUICE_WEBHOOK_PORT`) and the SQS source
 (`SLUICE_SQS_QUEUE_URLS`) are configured in `shared.settings`; what only this service reads lives

@@ -1,5 +1,5 @@
 """`sluice dev`: every bucket named by an s3 trigger exists in the embedded S3 and notifies the
-dev queue, within about a second of the trigger's creation (DESIGN 9.4).
+dev queue, within about a second of the trigger's creation.
 
 Run `run(settings, stop, queue_arn=...)` as a side task of `sluice dev`, next to the storage
 listener reading that queue (`SLUICE_SQS_QUEUE_URLS`). It wakes on the `sluice_triggers`

@@ -2,8 +2,8 @@
 
 A body that parses becomes one `IncomingEvent` per record, routed by bucket. A body that does
 not becomes ONE event with `error` set, its subject the bucket when the body names one (so the
-audit trail of that bucket's triggers shows it) and `unknown` otherwise: DESIGN 7.3 records
-malformed notifications as `invalid` rather than rejecting them, because a store that is refused
+audit trail of that bucket's triggers shows it) and `unknown` otherwise: malformed
+notifications are recorded `invalid` rather than rejected, because a store that is refused
 retries the same body forever.
 
 Pure: no I/O; the receive time is an argument.

@@ -1,4 +1,4 @@
-"""`sluice run storage-listener`: object-storage events into workflow instances (DESIGN 7.3).
+"""`sluice run storage-listener`: object-storage events into workflow instances.
 
 Sources, side by side in one TaskGroup (any one dying stops the service):
 - `webhook`: always on, `POST /hooks/s3` on `SLUICE_WEBHOOK_PORT` (with `/healthz`, `/readyz`,

@@ -1,8 +1,8 @@
 """The `webhook` source: `POST /hooks/s3` for MinIO, Ceph RGW and AWS-style notification bodies.
 
-Also serves the listener's `/healthz`, `/readyz` and `/metrics` (DESIGN 9.1) on the same port.
+Also serves the listener's `/healthz`, `/readyz` and `/metrics` on the same port.
 
-Answers (DESIGN 7.3):
+Answers:
 - no, or a wrong, token: 401 and nothing is recorded. With no token configured every request is
   refused: the endpoint is secure by default and says why in its log and in `/readyz`.
 - a body that cannot be parsed: recorded as an `invalid` event and answered 200, because a

@@ -48,6 +48,6 @@ async def get(conn: Executor, workspace_id: int, event_id: int) -> EventOut:
 
 
 async def prune_admissions(conn: Executor, retention_days: int) -> int:
-    """Forget dedup records older than the retention (DESIGN 3.1, default 30 days)."""
+    """Forget dedup records older than the retention."""
     status = await conn.execute(Q["prune_admissions"], retention_days)
     return int(status.split()[-1])

@@ -1,4 +1,4 @@
-"""A throwaway Ceph cluster with a RADOS Gateway: real S3 with bucket notifications (DESIGN 11).
+"""A throwaway Ceph cluster with a RADOS Gateway: real S3 with bucket notifications.
 
 One monitor, one memstore OSD and one radosgw, started from the Debian packages (`ceph-mon
 ceph-osd radosgw ceph-common`) as plain child processes in a temporary directory: no systemd, no

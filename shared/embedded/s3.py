@@ -1,7 +1,7 @@
 """Embedded S3 + SQS endpoint for `sluice dev` and the test suite: moto's server, a child process.
 
 One moto server serves S3, SQS and SNS on one port, and delivers S3 bucket notifications to its
-own SQS queues, which is what the storage listener's `sqs` source reads (DESIGN 9.4, 11).
+own SQS queues, which is what the storage listener's `sqs` source reads.
 
 Typical use (asyncio)::
 

@@ -1,4 +1,4 @@
-"""Backfill requests (DESIGN 8): instances for every fire time in an interval, run as a group."""
+"""Backfill requests: instances for every fire time in an interval, run as a group."""
 
 from __future__ import annotations
 

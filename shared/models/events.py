@@ -1,4 +1,4 @@
-"""Events as they enter intake, and the audit outcomes recorded for them (DESIGN 7.1)."""
+"""Events as they enter intake, and the audit outcomes recorded for them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class IncomingEvent(Record):
     """A normalized event handed to `admit`.
 
     `subject` routes the event to candidate triggers even when it is invalid: the Kafka topic or
-    the S3 bucket. `message` is the trigger message of DESIGN 5 (None when `error` is set).
+    the S3 bucket. `message` is the trigger message (None when `error` is set).
     """
 
     source: EventSource

@@ -1,4 +1,4 @@
-"""Workflow instances, node instances and attempts as stored (DESIGN 2, 4)."""
+"""Workflow instances, node instances and attempts as stored."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ FINAL_NODE_STATES: frozenset[str] = frozenset(
 
 
 class RunRequest(Spec):
-    """A manual/API run request (DESIGN 9.1 POST .../runs)."""
+    """A manual/API run request."""
 
     trigger_message: Any = None
     parameters: Annotated[dict[str, Any], AfterValidator(check_parameter_names)] = Field(

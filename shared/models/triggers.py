@@ -1,4 +1,4 @@
-"""Trigger specs (DESIGN 3.1): named event matchers bound to triggered workflows."""
+"""Trigger specs: named event matchers bound to triggered workflows."""
 
 from __future__ import annotations
 

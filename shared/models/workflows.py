@@ -1,4 +1,4 @@
-"""Workflow specs (DESIGN 3.2): nodes, policy, schedule, and whole-graph validation."""
+"""Workflow specs: nodes, policy, schedule, and whole-graph validation."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ NodeSpec = Annotated[
 
 
 class Policy(Spec):
-    """Workflow-wide scheduling policy (DESIGN 4)."""
+    """Workflow-wide scheduling policy."""
 
     priority: Priority = 1
     weighting: Weighting = "none"

@@ -1,4 +1,4 @@
-"""DataWorks-style date expressions `$[...]`, evaluated relative to cyctime (DESIGN 6.3).
+"""DataWorks-style date expressions `$[...]`, evaluated relative to cyctime.
 
 An expression is a format built from the tokens `yyyy`, `yy`, `mm`, `dd`, `hh24`, `mi`, `ss` and the
 separators `- / : . _` and space, optionally followed by an offset:

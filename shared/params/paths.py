@@ -1,4 +1,4 @@
-"""Paths into JSON values and `${...}` templates (DESIGN 6.3).
+"""Paths into JSON values and `${...}` templates.
 
 A path is a dotted list of steps: `.field`, `.0` or `[0]` for list items, and `["key.with.dots"]`
 for keys that the dotted form cannot spell. Keys may contain `-` (`headers.message-id`). When a step

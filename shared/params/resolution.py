@@ -1,10 +1,10 @@
-"""Parameter resolution for one node attempt (DESIGN 6.1-6.3).
+"""Parameter resolution for one node attempt.
 
 `resolve_parameters` merges the parameter sources in precedence order, builds the built-in
 variables from cyctime, and resolves every parameter value: `$[...]` date expressions first, then
 `${...}` references to built-ins and other parameters (recursively, cycles are errors). The result
 answers `${path}` / `${path:-default}` lookups for the binders, which use `find_placeholders` to
-decide which `${...}` in node code are placeholders at all (DESIGN 6.4).
+decide which `${...}` in node code are placeholders at all.
 
 Names: a defined parameter is referenced by its name (`${p}`, or `${p.field}` when its value is
 JSON or a string holding JSON). `workflow.`, `system.` and `node.` paths always mean built-ins. A
@@ -159,7 +159,7 @@ class ResolutionInput:
             raise ValueError(f"unknown time zone {self.timezone!r}") from error
 
     def merged_params(self) -> dict[str, object]:
-        """All parameters, higher-precedence sources overriding lower ones (DESIGN 6.1)."""
+        """All parameters, higher-precedence sources overriding lower ones."""
         if self.workflow_type == "manual":
             layers = (
                 self.workspace_params,

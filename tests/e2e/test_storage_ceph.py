@@ -1,4 +1,4 @@
-"""A real Ceph RADOS Gateway pushing bucket notifications to `/hooks/s3` (DESIGN 11).
+"""A real Ceph RADOS Gateway pushing bucket notifications to `/hooks/s3`.
 
 Skipped, with the reason, where the Ceph binaries are not installed; CI installs them.
 """

@@ -27,7 +27,7 @@ from tests.support.s3 import (  # noqa: F401 - fixtures
     wait_for_events,
 )
 
-# The DESIGN 3.2 example node: the key reaches the shell through parameter binding.
+# The spec-format example node: the key reaches the shell through parameter binding.
 PRINT_PATH = (
     'FILE_PATH="${workflow.triggerMessage.data.s3.object.key}"\n'
     'echo "A new file has arrived: ${FILE_PATH}"'

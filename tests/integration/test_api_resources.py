@@ -1,5 +1,5 @@
 """HTTP API over a real socket and database: workspaces, tokens, connections, triggers, workflows,
-and the error envelope (DESIGN 9.1)."""
+and the error envelope."""
 
 from __future__ import annotations
 

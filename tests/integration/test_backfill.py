@@ -1,5 +1,5 @@
 """Backfills against real PostgreSQL: one instance per fire time with its own bizdate, run order,
-the group as O&M sees it, terminate and rerun as a whole (DESIGN 8)."""
+the group as O&M sees it, terminate and rerun as a whole."""
 
 from __future__ import annotations
 

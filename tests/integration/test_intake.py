@@ -1,4 +1,4 @@
-"""admit(): idempotent, transactional intake with a per-trigger audit trail (DESIGN 7.1)."""
+"""admit(): idempotent, transactional intake with a per-trigger audit trail."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Kafka listener against a real Kafka-protocol broker and PostgreSQL (DESIGN 7.1, 7.2).
+"""The Kafka listener against a real Kafka-protocol broker and PostgreSQL.
 
 Every test runs the listener service in-process (`run(settings, stop)`) on its own consumer group
 and topic, produces records, and checks what intake recorded and what the group committed.

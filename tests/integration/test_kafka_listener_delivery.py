@@ -1,4 +1,4 @@
-"""Exactly one instance per message under redelivery, rebalancing and trigger changes (DESIGN 7.2).
+"""Exactly one instance per message under redelivery, rebalancing and trigger changes.
 
 Redelivery is real: a consumer group rewound to offset 0, two groups racing on the same records,
 partitions moving between two listener members of one group.

@@ -1,4 +1,4 @@
-"""Parameters reach real shell, python and SQL nodes as data, never as code (DESIGN 6.4).
+"""Parameters reach real shell, python and SQL nodes as data, never as code.
 
 Each value of the injection corpus is the trigger message's `value`; every node writes what it
 received and the test compares byte for byte. Canary commands hidden in the values must never run.
@@ -36,7 +36,7 @@ def corpus(canary: Path) -> list[str]:
         "'); DROP TABLE canary_table; --",
         "${HOME} $HOME %s {0} {{x}}",
         "x" * (1 << 20),
-        # What the Kafka listener makes of invalid UTF-8: base64 text (DESIGN 5).
+        # What the Kafka listener makes of invalid UTF-8: base64 text.
         base64.b64encode(b"\xff\xfe\xfd garbage \x00").decode(),
         "unicode: 文件 ✓ \u202e",
     ]

@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics served by every service process (DESIGN 9.1)."""
+"""/healthz, /readyz and /metrics served by every service process."""
 
 from __future__ import annotations
 

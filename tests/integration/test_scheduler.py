@@ -1,5 +1,5 @@
 """The scheduler against real PostgreSQL: exactly-once fires across replicas, misfire policies,
-freeze, republish, and the service loop waking on NOTIFY (DESIGN 8)."""
+freeze, republish, and the service loop waking on NOTIFY."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The session's Ceph RADOS Gateway (DESIGN 11); tests using it are marked `ceph` and skip, with
+"""The session's Ceph RADOS Gateway; tests using it are marked `ceph` and skip, with
 the reason, where the Ceph binaries are not installed.
 
     pytestmark = pytest.mark.ceph

@@ -1,4 +1,4 @@
-"""Bound node code run for real: values arrive byte for byte and never run (DESIGN 6.4).
+"""Bound node code run for real: values arrive byte for byte and never run.
 
 Each case binds the injection corpus into shell or Python code, runs it in a `bash` or
 `python3 -I` subprocess (with the environment and value files the binding asks for), and checks

@@ -1,4 +1,4 @@
-"""Python binding: placeholders become escaped literal text or string literals (DESIGN 6.4).
+"""Python binding: placeholders become escaped literal text or string literals.
 
 These tests never run the bound code: they parse it and read the literals back from the syntax
 tree, which also proves that no value turned into an expression or a statement.

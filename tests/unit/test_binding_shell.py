@@ -1,4 +1,4 @@
-"""Shell binding: placeholders become quoted environment-variable references (DESIGN 6.4)."""
+"""Shell binding: placeholders become quoted environment-variable references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQL binding: bind parameters outside literals, doubled quotes inside (DESIGN 6.4)."""
+"""SQL binding: bind parameters outside literals, doubled quotes inside."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dedup keys per trigger mode (DESIGN 3.1)."""
+"""Dedup keys per trigger mode."""
 
 from __future__ import annotations
 

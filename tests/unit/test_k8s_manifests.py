@@ -1,4 +1,4 @@
-"""The Kubernetes deployment (DESIGN 12): every overlay renders, validates against the Kubernetes
+"""The Kubernetes deployment: every overlay renders, validates against the Kubernetes
 schemas, and keeps the platform invariants.
 
 Each overlay is rendered with `tests.support.kustomize` (no kustomize binary needed), validated

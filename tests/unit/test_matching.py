@@ -1,4 +1,4 @@
-"""Trigger matching: key globs, event names, Kafka keys, JMESPath filters (DESIGN 3.1)."""
+"""Trigger matching: key globs, event names, Kafka keys, JMESPath filters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spec validation (DESIGN 2-4): invalid specs are rejected whole, with the field named."""
+"""Spec validation: invalid specs are rejected whole, with the field named."""
 
 from __future__ import annotations
 

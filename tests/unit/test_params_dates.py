@@ -1,4 +1,4 @@
-"""DataWorks date expressions `$[...]` relative to cyctime (DESIGN 6.3)."""
+"""DataWorks date expressions `$[...]` relative to cyctime."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Paths into JSON values, value rendering and `${...}` templates (DESIGN 6.3)."""
+"""Paths into JSON values, value rendering and `${...}` templates."""
 
 from __future__ import annotations
 

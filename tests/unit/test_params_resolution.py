@@ -1,4 +1,4 @@
-"""Parameter sources, precedence, built-ins and recursive resolution (DESIGN 6.1-6.3)."""
+"""Parameter sources, precedence, built-ins and recursive resolution."""
 
 from __future__ import annotations
 

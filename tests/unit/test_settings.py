@@ -1,4 +1,4 @@
-"""Configuration errors stop the process with one line naming the variable (DESIGN 9.3)."""
+"""Configuration errors stop the process with one line naming the variable."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Effective priority and downward weighting (DESIGN 4)."""
+"""Effective priority and downward weighting."""
 
 from __future__ import annotations
 

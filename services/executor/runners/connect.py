@@ -82,7 +82,7 @@ def s3_params(resolved: ResolvedConnection | None, settings: Settings) -> dict[s
     return params
 
 
-# Bound parameter values are strings (DESIGN 6.4); with text-format codecs PostgreSQL parses
+# Bound parameter values are strings; with text-format codecs PostgreSQL parses
 # them exactly as it would a quoted literal, whatever type the placeholder's position has.
 _TEXT_TYPES = (
     "int2",

@@ -78,7 +78,7 @@ CREATE TABLE workflow_versions (
     workflow_id  bigint NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
     version      integer NOT NULL,
     spec         jsonb NOT NULL,
-    -- per node: effective priority and weight under the version's own policy (DESIGN 4).
+    -- per node: effective priority and weight under the version's own policy.
     plan         jsonb NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workflow_id, version)
@@ -198,7 +198,7 @@ CREATE TABLE node_instances (
     finished_at       timestamptz,
     UNIQUE (instance_id, name)
 );
--- dispatch order (DESIGN 4): priority DESC, weight DESC, instance created_at ASC, node id ASC.
+-- dispatch order: priority DESC, weight DESC, instance created_at ASC, node id ASC.
 CREATE INDEX node_instances_ready ON node_instances (resource_group, priority DESC, weight DESC, id)
     WHERE state = 'ready';
 CREATE INDEX node_instances_running ON node_instances (lease_expires_at) WHERE state = 'running';

@@ -1,4 +1,4 @@
--- Executor bookkeeping (DESIGN 4).
+-- Executor bookkeeping.
 --
 -- `instance_created_at`: the dispatch order is priority DESC, weight DESC, instance created_at ASC,
 -- node id ASC. The executor copies the instance's created_at onto a node whenever the node becomes

@@ -1,4 +1,4 @@
--- Scheduler bookkeeping (DESIGN 8). A row per workflow with a published version, scheduled or not.
+-- Scheduler bookkeeping. A row per workflow with a published version, scheduled or not.
 --
 -- `version`: the published version the row was settled for. A tick re-examines a workflow only
 -- when its published version differs (or a fire time has come), so it never reads the specs of

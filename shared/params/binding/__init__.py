@@ -1,4 +1,4 @@
-"""Binding resolved parameters into node code without letting values become code (DESIGN 6.4)."""
+"""Binding resolved parameters into node code without letting values become code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bind placeholders into Python node code as literal data (DESIGN 6.4).
+"""Bind placeholders into Python node code as literal data.
 
 The code is tokenized with `tokenize` (placeholders are first swapped for marker identifiers, so
 the code tokenizes as the author meant it):

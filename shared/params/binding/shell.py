@@ -1,4 +1,4 @@
-"""Bind placeholders into shell node code as environment-variable references (DESIGN 6.4).
+"""Bind placeholders into shell node code as environment-variable references.
 
 Each placeholder becomes a reference to `SLUICE_P_<n>`, an environment variable holding the value,
 so the shell only ever expands the value and never parses it:

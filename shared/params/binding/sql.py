@@ -1,4 +1,4 @@
-"""Bind placeholders into PostgreSQL node code (DESIGN 6.4).
+"""Bind placeholders into PostgreSQL node code.
 
 - outside literals a placeholder becomes a bind parameter `$n` (one per occurrence, so PostgreSQL
   may infer a different type for each) and its value goes to `args`;
