@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -105,17 +106,25 @@ def _truthy(value: Any) -> bool:
     return True
 
 
-def filter_view(message: dict[str, Any]) -> dict[str, Any]:
-    """The message as filters see it: a Kafka `value` that holds JSON is replaced by the JSON."""
-    value = message.get("value")
-    if isinstance(value, str) and message.get("value_encoding") != "base64":
-        stripped = value.lstrip()
-        if stripped[:1] in ("{", "[", '"') or stripped[:1].isdigit() or stripped[:1] == "-":
-            try:
-                return {**message, "value": json.loads(value)}
-            except ValueError:
-                pass
-    return message
+def filter_view(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The message as filters see it: a Kafka `value` that holds strict JSON is parsed.
+
+    So `value.action_type == 'login'` works on a JSON value, which otherwise stays a string (as
+    in DataWorks). A base64 value, a value that is not strict JSON (NaN and Infinity included) or
+    no value stays as is. The copy is one level deep, so filters never see a later change.
+    """
+    view = {name: dict(item) if isinstance(item, dict) else item for name, item in message.items()}
+    value = view.get("value")
+    if isinstance(value, str) and view.get("value_encoding") != "base64":
+        try:
+            view["value"] = json.loads(value, parse_constant=_reject_constant)
+        except ValueError:
+            pass
+    return view
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def apply_filter(expression: str | None, message: dict[str, Any]) -> Match:

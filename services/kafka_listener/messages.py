@@ -17,7 +17,8 @@ Shape::
 - ``timestamp`` is the record timestamp as ISO-8601 UTC with milliseconds; ``timestamp_ms`` keeps
   the exact epoch milliseconds for numeric comparisons. Both are null when the record has no
   timestamp; ``timestamp`` alone is null when the milliseconds fall outside years 1-9999.
-- ``value`` stays a string, as in DataWorks; ``filter_view`` gives filters the parsed JSON instead.
+- ``value`` stays a string, as in DataWorks; ``shared.matching.filter_view`` gives filters the
+  parsed JSON instead.
 - With ``nul_as_binary`` (what the listener uses), text holding U+0000 is treated like bytes that
   are not UTF-8 (base64 and flagged): PostgreSQL's jsonb cannot store that character, and the
   message is stored with the event and the instance. A header *name* holding it cannot be
@@ -27,8 +28,7 @@ Shape::
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,22 +91,6 @@ def trigger_message(
     return message
 
 
-def filter_view(message: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``message`` whose ``value`` is the parsed JSON when the value holds JSON.
-
-    This is what trigger filters are evaluated on (``value.action_type == 'login'``). A base64
-    value, a value that is not strict JSON (NaN and Infinity included) or no value stays as is.
-    """
-    view = {name: dict(item) if isinstance(item, dict) else item for name, item in message.items()}
-    value = view.get("value")
-    if isinstance(value, str) and view.get("value_encoding") != BASE64:
-        try:
-            view["value"] = json.loads(value, parse_constant=_reject_constant)
-        except ValueError:
-            pass
-    return view
-
-
 def _text(raw: bytes | None) -> tuple[str | None, str | None]:
     """The UTF-8 text of ``raw`` and no encoding, else its base64 and ``"base64"``."""
     if raw is None:
@@ -135,7 +119,3 @@ def _iso_utc(timestamp_ms: int | None) -> str | None:
     except OverflowError:
         return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

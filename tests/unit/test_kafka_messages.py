@@ -9,7 +9,8 @@ from typing import Any
 import jmespath
 import pytest
 
-from services.kafka_listener.messages import filter_view, trigger_message
+from services.kafka_listener.messages import trigger_message
+from shared.matching import filter_view
 
 T = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
 
