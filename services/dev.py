@@ -21,7 +21,7 @@ import structlog
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from services.registry import ServiceRun, available_services, load_service
+from services.registry import SERVICES, ServiceRun, load_service
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.migrate import migrate
@@ -201,7 +201,7 @@ async def _serve(dsn: str, state: Path, token: str, webhook_token: str, ports: D
             sqs_queue_urls=queue.url,
             **s3.settings_overrides(),
         )
-        services = available_services()
+        services = list(SERVICES)
         mains = [_bind(load_service(name), settings) for name in services]
 
         async def buckets(stop: asyncio.Event) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -38,12 +37,3 @@ def load_service(name: str) -> ServiceRun:
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     module: _ServiceModule = importlib.import_module(SERVICES[name])
     return module.run
-
-
-def available_services() -> list[str]:
-    """Services whose module is present in this installation."""
-    out = []
-    for name, module in SERVICES.items():
-        if importlib.util.find_spec(module) is not None:
-            out.append(name)
-    return out

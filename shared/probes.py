@@ -119,9 +119,10 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal capture: our handlers set `stop`, and uvicorn's would replace
-    them and re-raise the signal after shutdown."""
+class QuietServer(uvicorn.Server):
+    """uvicorn without its signal capture: the process's handlers set `stop`; uvicorn's would
+    replace them (so Ctrl-C under `sluice dev` stopped only one server) and re-raise the signal
+    after shutdown. Every HTTP server of sluice uses this class."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -133,7 +134,7 @@ async def serve_asgi(app: Any, host: str, port: int, stop: asyncio.Event) -> Non
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="auto"
     )
-    server = _Server(config)
+    server = QuietServer(config)
     task = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -6,27 +6,19 @@ import asyncio
 import contextlib
 import math
 import socket
-from collections.abc import Iterator
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 
 from services.api.app import create_app
+from shared.probes import QuietServer
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.api")
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # Signals belong to the process (shared.lifecycle sets `stop`); uvicorn must not take
-        # them over, or `sluice dev` would stop only the API on Ctrl-C.
-        yield
-
-
-async def _serve(server: _Server, sockets: list[socket.socket] | None) -> None:
+async def _serve(server: QuietServer, sockets: list[socket.socket] | None) -> None:
     try:
         await server.serve(sockets=sockets)
     except SystemExit as exc:
@@ -59,7 +51,7 @@ async def serve(
         server_header=False,
         timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
     )
-    server = _Server(config)
+    server = QuietServer(config)
     serving = asyncio.create_task(_serve(server, sockets))
     stopped = asyncio.create_task(stop.wait())
     try:

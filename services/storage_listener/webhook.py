@@ -17,13 +17,12 @@ HTTP push endpoints) may put it in the URL as `?token=<token>` instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import parse_qs
@@ -39,6 +38,7 @@ from services.storage_listener.events import body_events, invalid_event
 from services.storage_listener.health import Health
 from shared.db.migrate import is_current
 from shared.db.pool import Executor
+from shared.probes import QuietServer
 
 log = structlog.get_logger("sluice.storage_listener.webhook")
 
@@ -291,14 +291,6 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The process's lifecycle owns SIGTERM/SIGINT (they set `stop`); uvicorn must not
-        # replace those handlers.
-        yield
-
-
 async def serve(
     app: WebhookApp, sock: socket.socket, stop: asyncio.Event, *, drain_timeout_s: float
 ) -> None:
@@ -310,7 +302,7 @@ async def serve(
         lifespan="off",
         timeout_graceful_shutdown=max(int(drain_timeout_s), 1),
     )
-    server = _Server(config)
+    server = QuietServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:

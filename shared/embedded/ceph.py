@@ -22,7 +22,6 @@ empty.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -33,10 +32,9 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from shared.embedded.process import die_with_parent, free_port, log_tail, stop_process
+from shared.embedded.process import ChildServer, die_with_parent, free_port, log_tail, stop_process
 
 BINARIES: Final = ("ceph-mon", "ceph-osd", "radosgw", "ceph", "radosgw-admin", "monmaptool")
 PACKAGES: Final = "ceph-mon ceph-osd radosgw ceph-common"
@@ -67,7 +65,7 @@ def skip_reason() -> str | None:
     )
 
 
-class EmbeddedCeph:
+class EmbeddedCeph(ChildServer):
     """mon + memstore OSD + radosgw in a temporary directory, with one S3 user."""
 
     access_key: Final = "sluice-ceph-access"
@@ -153,31 +151,11 @@ class EmbeddedCeph:
             shutil.rmtree(self._root, ignore_errors=True)
         self._root = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         # Daemons are spawned by the calling thread (they die with it, see die_with_parent);
         # the waits in between block it for about 15 s, acceptable in fixtures and `sluice dev`.
         self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def _bootstrap(self) -> None:
         root = self._given_root or Path(tempfile.mkdtemp(prefix="sluice-ceph-"))

@@ -42,7 +42,6 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Literal, NamedTuple, Self
 
 import structlog
@@ -50,7 +49,7 @@ from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.errors import IncompatibleBrokerVersion, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateTopicsRequest
 
-from shared.embedded.process import die_with_parent, free_port, signal_group
+from shared.embedded.process import ChildServer, die_with_parent, free_port, signal_group
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +154,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-class EmbeddedKafka:
+class EmbeddedKafka(ChildServer):
     """A Kafka-protocol broker on ``host`` run as a child process for as long as it is needed.
 
     Use ``async with EmbeddedKafka() as kafka: kafka.bootstrap`` from asyncio code, or ``start()``
@@ -261,18 +260,6 @@ class EmbeddedKafka:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         # The process is spawned on the event loop's thread (see the class docstring); only the
         # blocking readiness probe runs in a worker thread.
@@ -290,14 +277,6 @@ class EmbeddedKafka:
                 raise
             return self
         raise AssertionError("unreachable")
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def _attempts(self) -> Iterator[tuple[Backend, bool]]:
         """Yield the backend once per launch attempt, with True for the last attempt."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -11,6 +12,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _LOG_TAIL_BYTES = 4000
 
@@ -69,3 +72,37 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
         except subprocess.TimeoutExpired:
             signal_group(process, signal.SIGKILL)
             process.wait()
+
+
+class ChildServer:
+    """Context-manager plumbing of an embedded server: `with` and `async with` start and stop it.
+
+    Subclasses provide `start()` and `stop()`, and an `__aenter__` that launches the process on
+    the event loop's thread (see `die_with_parent`) while waiting for readiness off it.
+    """
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)

@@ -32,10 +32,9 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from shared.embedded.process import die_with_parent, free_port, log_tail, stop_process
+from shared.embedded.process import ChildServer, die_with_parent, free_port, log_tail, stop_process
 
 REGION: Final = "us-east-1"
 DEV_ACCESS_KEY: Final = "sluice"
@@ -61,7 +60,7 @@ class Queue:
     arn: str
 
 
-class EmbeddedS3:
+class EmbeddedS3(ChildServer):
     """moto's S3/SQS/SNS server on `host:port` as a child process.
 
     `async with EmbeddedS3() as s3` or `start()`/`stop()` (also `with`). Start it from a thread
@@ -180,18 +179,6 @@ class EmbeddedS3:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         # Spawned on the loop's thread (see die_with_parent); only the probe runs elsewhere.
         attempts = 1 if self._requested_port is not None else _AUTO_PORT_ATTEMPTS
@@ -209,14 +196,6 @@ class EmbeddedS3:
                 raise
             return self
         raise AssertionError("unreachable")
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def _launch(self) -> None:
         if self._process is not None:

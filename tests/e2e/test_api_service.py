@@ -9,7 +9,8 @@ import time
 
 import httpx
 
-from tests.support.api import ROOT, SLUICE, api_subprocess, free_port, sluice_env
+from shared.embedded.process import free_port
+from tests.support.api import ROOT, SLUICE, api_subprocess, sluice_env
 
 WS = "/workspaces/default"
 

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from shared.embedded.process import free_port
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 READY_S = 150.0
@@ -34,12 +35,6 @@ def alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import httpx
 
+from shared.embedded.process import free_port
 from shared.probes import Readiness, probe_app, serve_asgi
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_probe_endpoints(db_url: str) -> None:

@@ -35,6 +35,7 @@ from services.api.service import serve
 from shared.db import tokens as token_repo
 from shared.db import workspaces as workspace_repo
 from shared.db.tokens import Role
+from shared.embedded.process import free_port
 from shared.settings import load_settings
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
@@ -143,12 +144,6 @@ async def api_fixture(api_server: ApiServer) -> AsyncIterator[httpx.AsyncClient]
     """A client of /api/v1 with the bootstrap admin token of `default`."""
     async with api_server.client() as client:
         yield client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sluice_env(db_url: str, **extra: str) -> dict[str, str]:
