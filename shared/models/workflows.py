@@ -221,9 +221,10 @@ class WorkflowSpec(Spec):
                 )
         upstream = {n.name: n.upstream for n in self.nodes}
         for index, node in enumerate(self.nodes):
-            problems = invalid_references(node.name, _node_texts(node), upstream)
-            if problems:
-                raise ValueError(f"nodes.{index} ({node.name!r}): {problems[0]}")
+            for where, text in _node_texts(node):
+                problems = invalid_references(node.name, [text], upstream)
+                if problems:
+                    raise ValueError(f"nodes.{index}.{where}: {problems[0]}")
 
     @property
     def zone(self) -> str:
@@ -233,15 +234,15 @@ class WorkflowSpec(Spec):
         return self.timezone or "UTC"
 
 
-def _node_texts(node: NodeBase) -> list[str]:
-    """The texts of a node that parameter placeholders are resolved in."""
-    texts = [v for v in node.parameters.values() if isinstance(v, str)]
+def _node_texts(node: NodeBase) -> list[tuple[str, str]]:
+    """The texts of a node that parameter placeholders are resolved in, each with its field."""
+    texts = [(f"parameters.{k}", v) for k, v in node.parameters.items() if isinstance(v, str)]
     if isinstance(node, ShellNode | PythonNode | SqlNode):
-        texts.append(node.code)
+        texts.append(("code", node.code))
     elif isinstance(node, CheckNode) and isinstance(node.check, SqlCheck):
-        texts.append(node.check.query)
+        texts.append(("check.query", node.check.query))
     elif isinstance(node, SyncNode) and isinstance(node.sync, PostgresToS3):
-        texts.append(node.sync.query)
+        texts.append(("sync.query", node.sync.query))
     return texts
 
 
