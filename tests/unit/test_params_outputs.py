@@ -244,7 +244,10 @@ def resolve(outputs: dict[str, dict[str, Any]], params: dict[str, Any] | None = 
     )
 
 
-UP = {"a": {"n": 3, "s": "x", "obj": {"k": [1, 2]}, "raw": '{"j": 5}'}, "a.b": {"z": 1}}
+UP: dict[str, dict[str, Any]] = {
+    "a": {"n": 3, "s": "x", "obj": {"k": [1, 2]}, "raw": '{"j": 5}'},
+    "a.b": {"z": 1},
+}
 
 
 @pytest.mark.parametrize(
