@@ -283,3 +283,66 @@ async def test_a_rerun_replaces_what_descendants_see_and_keeps_earlier_outputs(
     assert "saw run 1" in await log_of(pool, iid, "consume", 1)
     assert "saw run 2" in await log_of(pool, iid, "consume", 2)
     assert json.loads(counter.read_text()) == 2
+
+
+async def test_a_sql_script_passes_on_its_last_statements_first_row(
+    pool: Pool, db_url: str
+) -> None:
+    await add_pg_connection(pool, db_url)
+    nodes: list[dict[str, Any]] = [
+        {
+            "name": "script",
+            "type": "sql",
+            "connection": "pg",
+            "code": "CREATE TABLE t (x int);\nINSERT INTO t VALUES (5), (6); -- two rows; \n"
+            "SELECT sum(x) AS total, count(*) AS n, ';' AS semi FROM t ORDER BY 1;\n",
+        },
+        {
+            "name": "status_only",
+            "type": "sql",
+            "connection": "pg",
+            "code": "SELECT 1 AS one; CREATE TABLE u (x int)",
+        },
+        {
+            "name": "empty",
+            "type": "sql",
+            "connection": "pg",
+            "code": "SELECT 1 AS one; SELECT 2 AS two WHERE false",
+        },
+        {
+            "name": "use",
+            "type": "shell",
+            "upstream": ["script"],
+            "code": 'echo "total=${nodes.script.outputs.total} n=${nodes.script.outputs.n}"',
+        },
+    ]
+    version = await save(pool, flow("scripts", nodes))
+    [iid] = await enqueue(pool, version)
+    async with running_executor(db_url):
+        assert await wait_instance(pool, iid) == "succeeded", await reasons(pool, iid)
+    [script] = await attempts_of(pool, iid, "script")
+    assert script["outputs"] == {"total": 11, "n": 2, "semi": ";"}
+    [status_only] = await attempts_of(pool, iid, "status_only")
+    assert status_only["outputs"] is None
+    assert await pool.fetchval("SELECT to_regclass('u') IS NOT NULL")
+    [empty] = await attempts_of(pool, iid, "empty")
+    assert empty["outputs"] == {}
+    assert "total=11 n=2" in await log_of(pool, iid, "use")
+
+
+async def test_a_failing_script_changes_nothing(pool: Pool, db_url: str) -> None:
+    await add_pg_connection(pool, db_url)
+    nodes = [
+        {
+            "name": "broken",
+            "type": "sql",
+            "connection": "pg",
+            "code": "CREATE TABLE half (x int); SELECT 1 / 0 AS boom",
+        }
+    ]
+    version = await save(pool, flow("broken", nodes))
+    [iid] = await enqueue(pool, version)
+    async with running_executor(db_url):
+        assert await wait_instance(pool, iid) == "failed"
+    assert "division by zero" in await log_of(pool, iid, "broken")
+    assert await pool.fetchval("SELECT to_regclass('half') IS NULL")

@@ -1,10 +1,11 @@
 """`sql` nodes: the code runs on a workspace postgres connection with the node's timeout as
 `statement_timeout`. A statement that returns rows logs the first ones and the row count; any
-other statement logs its status (`INSERT 0 5`). A script of several statements runs through the
-simple query protocol and logs the last status.
+other statement logs its status (`INSERT 0 5`). A script of several statements runs in a
+single transaction (as the simple query protocol would run it) and logs what its last statement
+did.
 
-The node's outputs are the columns of the first row its statement returns (`{}` when it returns
-none); a statement without result columns produces no outputs.
+The node's outputs are the columns of the first row its (last) statement returns (`{}` when it
+returns none); a statement without result columns produces no outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncpg
 from services.executor.logs import LogBuffer
 from services.executor.runners import connect
 from services.executor.runners.base import AttemptContext, RunResult
+from services.executor.runners.statements import split_statements
 from shared.models.workflows import SqlNode
 from shared.params.outputs import OutputsError, row_outputs
 
@@ -51,8 +53,29 @@ async def execute(
     except asyncpg.PostgresSyntaxError as exc:
         if args or _MULTIPLE_COMMANDS not in str(exc):
             raise
+        return await _script(conn, code, log)
+    return await _statement(conn, statement, args, log)
+
+
+async def _script(conn: asyncpg.Connection[Any], code: str, log: LogBuffer) -> FirstRow | None:
+    """Several statements, in one transaction as the simple query protocol would run them; the
+    last one on its own, so its first row can become the node's outputs."""
+    statements = split_statements(code)
+    if len(statements) < 2:
         log.note(await conn.execute(code))
         return None
+    async with conn.transaction():
+        await conn.execute(";\n".join(statements[:-1]))
+        last = await conn.prepare(statements[-1])
+        return await _statement(conn, last, [], log)
+
+
+async def _statement(
+    conn: asyncpg.Connection[Any],
+    statement: asyncpg.prepared_stmt.PreparedStatement[Any],
+    args: list[str],
+    log: LogBuffer,
+) -> FirstRow | None:
     attributes = statement.get_attributes()
     columns = [a.name for a in attributes]
     if not columns:
