@@ -7,14 +7,19 @@ print the value byte for byte, and the canary file no payload may create must st
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.params.binding.python import bind_python
 from shared.params.binding.shell import bind_shell
+from shared.params.outputs import parse_outputs
 from shared.params.resolution import Resolution, ResolutionInput, resolve_parameters
 from tests.unit.test_binding_exec import (
     CORPUS_NAMES,
@@ -68,3 +73,46 @@ def test_python_prints_the_output_literally(
     bound = bind_python(code.replace("${p}", PLACEHOLDER), from_outputs(value))
     assert run_python(bound, tmp_path) == as_bytes(value)
     assert not canary.exists()
+
+
+# Text a node can put in its output file: any character JSON and PostgreSQL's jsonb can carry
+# (no U+0000, no lone surrogates), with shell, python and SQL metacharacters made likely.
+_HOSTILE = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(list("'\"`$(){}[];|&<>\\#*?~!%\n\r\t ")),
+        st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+    ),
+    max_size=80,
+)
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    value=_HOSTILE,
+    shell=st.sampled_from(SHELL_FORMS),
+    python=st.sampled_from(PYTHON_FORMS),
+)
+def test_generated_outputs_arrive_literally(
+    value: str,
+    shell: tuple[str, str, Callable[[str], bytes]],
+    python: tuple[str, str],
+) -> None:
+    """A generated value goes through an output file (as a node writes it) and is bound into a
+    generated shell and python form; both print it exactly."""
+    outputs = parse_outputs("up", json.dumps({"v": value}).encode())
+    resolution = from_outputs(outputs["v"])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        canary = work / "pwned"
+        _, shell_code, expected = shell
+        binding = bind_shell(shell_code.replace("${p}", PLACEHOLDER), resolution)
+        assert run_bash(binding, work) == expected(value)
+        _, python_code = python
+        bound = bind_python(python_code.replace("${p}", PLACEHOLDER), resolution)
+        assert run_python(bound, work) == as_bytes(value)
+        assert not canary.exists()
