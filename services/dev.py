@@ -22,12 +22,14 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from services.registry import SERVICES, ServiceRun, load_service
+from shared.db import connections as connection_repo
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.migrate import migrate
 from shared.db.pool import Connection, connect
+from shared.db.queries import load
 from shared.embedded.kafka import EmbeddedKafka
-from shared.embedded.postgres import EmbeddedPostgres
+from shared.embedded.postgres import EmbeddedPostgres, with_database
 from shared.embedded.s3 import EmbeddedS3
 from shared.lifecycle import install_signal_handlers, run_until_stopped
 from shared.logging import configure
@@ -123,6 +125,23 @@ async def load_examples(conn: Connection, directory: Path) -> list[str]:
     return loaded
 
 
+EXAMPLES_CONNECTION = "examples_pg"
+
+
+async def ensure_examples_connection(conn: Connection, dsn: str) -> None:
+    """The `examples_pg` postgres connection of workspace `default`, to a database of its own on
+    the embedded server, for the examples' sql nodes."""
+    queries = load(__file__)
+    if not await conn.fetchval(queries["examples_database_exists"]):
+        await conn.execute(queries["create_examples_database"])
+    spec = connection_repo.ConnectionSpec(
+        name=EXAMPLES_CONNECTION,
+        kind="postgres",
+        config={"dsn": with_database(dsn, "sluice_examples")},
+    )
+    await connection_repo.upsert(conn, 1, spec)
+
+
 async def _prepare_database(dsn: str, token: str) -> list[str]:
     conn = await connect(dsn)
     try:
@@ -130,6 +149,7 @@ async def _prepare_database(dsn: str, token: str) -> list[str]:
         from shared.db import tokens as token_repo
 
         await token_repo.ensure(conn, 1, "bootstrap", "admin", token)
+        await ensure_examples_connection(conn, dsn)
         directory = examples_dir()
         return await load_examples(conn, directory) if directory else []
     finally:
@@ -164,6 +184,9 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         "  echo 'id,name' > /tmp/a.csv && .venv/bin/sluice upload /tmp/a.csv s3://data/input/a.csv",
         "  # a manual run of the hello-world workflow",
         "  .venv/bin/sluice run-workflow hello_trigger_workflow --wait",
+        "  # a value computed in shell, passed through python to sql (see docs/outputs.md)",
+        "  .venv/bin/sluice run-workflow node_outputs_example --wait",
+        "  .venv/bin/sluice outputs <INSTANCE_ID> store",
         "  # watch and read",
         "  .venv/bin/sluice instances",
         "  .venv/bin/sluice logs <INSTANCE_ID> <NODE> --follow",

@@ -10,11 +10,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.models.common import Name, Priority, Record, Spec, Weighting
+from shared.params.outputs import invalid_references, output_references
 
 MAX_NODES = 400
 JsonValue = Any
 _PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
-_RESERVED_PARAMS = frozenset({"workflow", "system", "node"})
+_RESERVED_PARAMS = frozenset({"workflow", "system", "node", "nodes"})
 
 
 def check_parameter_names(value: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +208,23 @@ class WorkflowSpec(Spec):
         cycle = find_cycle({n.name: n.upstream for n in self.nodes})
         if cycle:
             raise ValueError("nodes: dependency cycle " + " -> ".join(cycle))
+        self._check_output_references()
         return self
+
+    def _check_output_references(self) -> None:
+        """`${nodes.X.outputs...}` must name an ancestor: nothing else has run before."""
+        for name, value in self.parameters.items():
+            if isinstance(value, str) and output_references([value]):
+                raise ValueError(
+                    f"parameters.{name}: node outputs can only be read in a node's own "
+                    "parameters or code (a workflow parameter applies to every node)"
+                )
+        upstream = {n.name: n.upstream for n in self.nodes}
+        for index, node in enumerate(self.nodes):
+            for where, text in _node_texts(node):
+                problems = invalid_references(node.name, [text], upstream)
+                if problems:
+                    raise ValueError(f"nodes.{index}.{where}: {problems[0]}")
 
     @property
     def zone(self) -> str:
@@ -215,6 +232,18 @@ class WorkflowSpec(Spec):
         if self.schedule is not None:
             return self.schedule.timezone
         return self.timezone or "UTC"
+
+
+def _node_texts(node: NodeBase) -> list[tuple[str, str]]:
+    """The texts of a node that parameter placeholders are resolved in, each with its field."""
+    texts = [(f"parameters.{k}", v) for k, v in node.parameters.items() if isinstance(v, str)]
+    if isinstance(node, ShellNode | PythonNode | SqlNode):
+        texts.append(("code", node.code))
+    elif isinstance(node, CheckNode) and isinstance(node.check, SqlCheck):
+        texts.append(("check.query", node.check.query))
+    elif isinstance(node, SyncNode) and isinstance(node.sync, PostgresToS3):
+        texts.append(("sync.query", node.sync.query))
+    return texts
 
 
 def find_cycle(upstream: dict[str, list[str]]) -> list[str] | None:

@@ -19,8 +19,11 @@ from typing import Any, Protocol
 from services.executor.claims import ClaimedNode
 from services.executor.logs import LogBuffer
 from services.executor.prepare import AnyNode, Prepared
+from shared.params.outputs import OUTPUT_FILE_VAR
 from shared.settings import Settings
 
+# Where a shell or python node may write its outputs, inside its working directory.
+OUTPUT_FILE_NAME = "sluice_outputs.json"
 # Only these variables of the executor's own environment reach node processes: the executor's
 # database URL and cloud credentials must not be readable by node code.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL")
@@ -28,11 +31,13 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "L
 
 @dataclass(frozen=True)
 class RunResult:
-    """How an attempt ended. `reason` is a short keyword when it failed."""
+    """How an attempt ended. `reason` is a short keyword when it failed; `outputs` is the
+    JSON object it passes downstream, None when it produced none."""
 
     ok: bool
     exit_code: int | None = None
     reason: str | None = None
+    outputs: dict[str, Any] | None = None
 
     @classmethod
     def from_exit_code(cls, code: int) -> RunResult:
@@ -94,6 +99,7 @@ class AttemptContext:
         env.setdefault("PATH", os.defpath)
         env["TMPDIR"] = str(cwd)
         env.update(self.prepared.env)
+        env[OUTPUT_FILE_VAR] = str(cwd / OUTPUT_FILE_NAME)
         for index, (var, content) in enumerate(sorted(self.prepared.files.items())):
             env[var] = str(self.write_file(f"{var.lower()}.{index}", content))
         return ProcessSetup(code_argv(self, flag, file_name), env, str(cwd))

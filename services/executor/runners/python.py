@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from services.executor.runners.base import AttemptContext, RunResult
+from services.executor.runners.outputs import with_outputs
 from services.executor.runners.process import run_process
 
 
@@ -18,4 +19,4 @@ async def run(ctx: AttemptContext) -> RunResult:
         log=ctx.log,
         grace_s=ctx.services.kill_grace_s,
     )
-    return RunResult.from_exit_code(code)
+    return await with_outputs(ctx, RunResult.from_exit_code(code))
