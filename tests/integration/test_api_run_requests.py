@@ -144,7 +144,7 @@ async def test_a_malformed_key_is_422_naming_the_header(
 ) -> None:
     await published(api)
     response = await api.post(
-        f"{WS}/workflows/wf/runs", json={}, headers={"Idempotency-Key": key.encode()}
+        f"{WS}/workflows/wf/runs", json={}, headers={b"Idempotency-Key": key.encode()}
     )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["field"].lower() == "idempotency-key"
