@@ -13,13 +13,17 @@ and keeps the line for the suite's closing report (tests/chaos/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -139,3 +143,32 @@ async def ready(port: int) -> bool:
             return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+SLUICE = str(Path(sys.executable).with_name("sluice"))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@asynccontextmanager
+async def service_process(
+    service: str, env: dict[str, str], log_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`sluice run <service>` as a real process; SIGKILLed if still alive on exit."""
+    with log_path.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            SLUICE,
+            "run",
+            service,
+            cwd=str(ROOT),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
