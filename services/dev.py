@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import structlog
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from services.dev_ports import DevPort, PortError, accepting, check_free, configured
 from services.registry import SERVICES, ServiceRun, load_service
 from shared.db import connections as connection_repo
 from shared.db import triggers as trigger_repo
@@ -205,7 +207,14 @@ def _bind(run: ServiceRun, settings: Settings) -> Main:
     return main
 
 
-async def _serve(dsn: str, state: Path, token: str, webhook_token: str, ports: DevPorts) -> None:
+async def _serve(
+    dsn: str,
+    state: Path,
+    token: str,
+    webhook_token: str,
+    ports: DevPorts,
+    listeners: list[DevPort],
+) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     examples = await _prepare_database(dsn, token)
@@ -234,7 +243,7 @@ async def _serve(dsn: str, state: Path, token: str, webhook_token: str, ports: D
             await serve_probes(dsn, "127.0.0.1", settings.metrics_port, stop)
 
         async def announce(stop: asyncio.Event) -> None:
-            await _announce_when_ready(settings, services, ports, examples, stop)
+            await _announce_when_ready(settings, services, ports, examples, listeners, stop)
 
         await run_until_stopped(stop, *mains, buckets, probes, announce)
     log.info("dev_stopped")
@@ -245,9 +254,11 @@ async def _announce_when_ready(
     services: list[str],
     ports: DevPorts,
     examples: list[str],
+    listeners: list[DevPort],
     stop: asyncio.Event,
 ) -> None:
-    """Print the banner once every service reports ready, then stay until `stop`."""
+    """Print the banner once every service reports ready and every server it starts accepts
+    connections on its port, then stay until `stop`."""
     import httpx
 
     api = f"http://127.0.0.1:{settings.api_port}/readyz"
@@ -266,7 +277,9 @@ async def _announce_when_ready(
             except httpx.HTTPError:
                 api_ok = False
             if parts_ok and api_ok:
-                break
+                bound = await asyncio.gather(*(accepting(item) for item in listeners))
+                if all(bound):
+                    break
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.2)
             except TimeoutError:
@@ -281,6 +294,12 @@ def run_dev(*, reset: bool = False, state: Path = STATE_DIR) -> int:
     env = os.environ
     configure(env.get("SLUICE_LOG_FORMAT", "console"), env.get("SLUICE_LOG_LEVEL", "info"))
     ports = dev_ports()
+    listeners = configured()
+    try:
+        check_free(listeners)
+    except PortError as exc:
+        print(f"sluice dev: {exc}", file=sys.stderr)
+        return 1
     if reset and state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True, exist_ok=True)
@@ -294,7 +313,23 @@ def run_dev(*, reset: bool = False, state: Path = STATE_DIR) -> int:
     postgres = EmbeddedPostgres(state / "pg")
     dsn = postgres.start()
     try:
-        asyncio.run(_serve(dsn, state, token, webhook_token, ports))
+        asyncio.run(_serve(dsn, state, token, webhook_token, ports, listeners))
+    except (OSError, RuntimeError, ExceptionGroup) as exc:
+        # A port taken between the check and the bind: the same one line as above.
+        taken = _taken_port(listeners)
+        if taken is None:
+            raise
+        log.error("dev_port_taken", error=type(exc).__name__)
+        print(f"sluice dev: {taken}", file=sys.stderr)
+        return 1
     finally:
         postgres.stop()
     return 0
+
+
+def _taken_port(listeners: list[DevPort]) -> str | None:
+    try:
+        check_free(listeners)
+    except PortError as exc:
+        return str(exc)
+    return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -10,6 +12,9 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 API_PREFIX = "/api/v1"
+# Pauses between the attempts of a request sent with an Idempotency-Key (about 8 s in all):
+# enough to ride out an API restart or a dropped connection, short enough for a person waiting.
+RETRY_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class ClientError(Exception):
@@ -60,12 +65,14 @@ class Client:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        retry_delays: Sequence[float] = RETRY_DELAYS_S,
     ) -> None:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
         self.workspace = workspace
+        self.retry_delays = tuple(retry_delays)
         self._http = httpx.Client(
             base_url=self.url + API_PREFIX, headers=headers, timeout=timeout, transport=transport
         )
@@ -102,11 +109,14 @@ class Client:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send a request; the decoded JSON answer, or None for 204."""
         kw: dict[str, Any] = {}
         if json is not None:
             kw["json"] = json
+        if headers:
+            kw["headers"] = dict(headers)
         if params:
             kw["params"] = {k: v for k, v in params.items() if v is not None}
         response = self._send(method, path, **kw)
@@ -119,6 +129,22 @@ class Client:
 
     def post(self, path: str, body: Any = None, **params: Any) -> Any:
         return self.request("POST", path, json=body, params=params)
+
+    def post_once(self, path: str, body: Any) -> Any:
+        """POST a request that must take effect once (a run, a backfill), retrying network errors.
+
+        One fresh `Idempotency-Key` goes with every attempt, so when an answer is lost after the
+        server acted, the retry gets that first answer back instead of creating a second run.
+        """
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        for delay in (*self.retry_delays, None):
+            try:
+                return self.request("POST", path, json=body, headers=headers)
+            except Unreachable:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def put(self, path: str, body: Any, **params: Any) -> Any:
         return self.request("PUT", path, json=body, params=params)

@@ -229,7 +229,7 @@ def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         body["version"] = args.version
     if args.draft:
         body["draft"] = True
-    accepted = client.post(client.ws(f"/workflows/{_seg(args.name)}/runs"), body)
+    accepted = client.post_once(client.ws(f"/workflows/{_seg(args.name)}/runs"), body)
     instance_id = accepted["instance_id"]
     if not args.wait:
         if args.json:
@@ -653,7 +653,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="runtime parameter (repeatable); overrides every other source",
     )
     p.add_argument("--priority", type=int, choices=(1, 3, 5, 7, 8), help="priority override")
-    p.add_argument("--bizdate", metavar="YYYY-MM-DD", help="business date override")
+    p.add_argument(
+        "--bizdate", metavar="YYYYMMDD", help="business date override (20260309 or 2026-03-09)"
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--version", type=_positive_int, help="run this version")
     which.add_argument("--draft", action="store_true", help="run the latest, unpublished version")

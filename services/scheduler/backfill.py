@@ -61,8 +61,9 @@ async def create_backfill(
             raise Invalid("workflow", f"workflow {workflow!r} has no published version to backfill")
         loaded = await workflow_repo.load_version(conn, wf.id, wf.published_version)
         spec = loaded.spec
-        end = min(request.end, now)
-        times = backfill_times(spec, request.start, end, limit=MAX_BACKFILL_INSTANCES + 1)
+        start, last = request.bounds(spec.zone)
+        end = min(last, now)
+        times = backfill_times(spec, start, end, limit=MAX_BACKFILL_INSTANCES + 1)
         what = (
             f"cron {spec.schedule.cron!r} ({spec.zone})"
             if spec.schedule is not None
@@ -71,7 +72,7 @@ async def create_backfill(
         if not times:
             raise Invalid(
                 "start",
-                f"no fire time of {what} between {request.start.isoformat()} and {end.isoformat()}",
+                f"no fire time of {what} between {start.isoformat()} and {end.isoformat()}",
             )
         if len(times) > MAX_BACKFILL_INSTANCES:
             raise Invalid(
@@ -83,8 +84,8 @@ async def create_backfill(
             Q["insert_backfill"],
             workspace_id,
             wf.id,
-            request.start,
-            request.end,
+            start,
+            last,
             request.parallelism,
             request.priority,
             request.order,
@@ -124,8 +125,8 @@ async def create_backfill(
     return BackfillOut(
         id=backfill_id,
         workflow=workflow,
-        start=request.start,
-        end=request.end,
+        start=start,
+        end=last,
         parallelism=request.parallelism,
         priority=request.priority,
         order=request.order,

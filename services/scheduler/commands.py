@@ -34,9 +34,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("workflow", help="workflow name")
     parser.add_argument(
-        "--start", required=True, help="first instant, ISO 8601 with offset: 2026-11-01T00:00+08:00"
+        "--start",
+        required=True,
+        help="first instant, ISO 8601 with offset: 2026-11-01T00:00+08:00, or first business "
+        "date: 20261101 or 2026-11-01",
     )
-    parser.add_argument("--end", required=True, help="last instant (inclusive), same format")
+    parser.add_argument(
+        "--end", required=True, help="last instant or business date (inclusive), same formats"
+    )
     parser.add_argument(
         "--parallelism", type=int, default=1, help="instances running at once (default 1)"
     )
@@ -70,7 +75,8 @@ def backfill(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         where = ".".join(str(part) for part in first["loc"])
         raise UsageError(f"invalid backfill: {where + ': ' if where else ''}{message}") from None
     path = client.ws(f"/workflows/{quote(args.workflow, safe='')}/backfill")
-    answer: Any = client.post(path, request.model_dump(mode="json"))
+    # One Idempotency-Key per invocation: a retry after a lost answer creates no second group.
+    answer: Any = client.post_once(path, request.model_dump(mode="json"))
     if args.json:
         out.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
     else:

@@ -35,6 +35,7 @@ from services.scheduler.ticks import (
 )
 from shared import metrics
 from shared.db import events as event_repo
+from shared.db import idempotency_keys
 from shared.db import workflows as workflow_repo
 from shared.db.instances import Created, NewInstance, create_instances
 from shared.db.pool import connect, create_pool
@@ -277,7 +278,8 @@ async def _keep_clock_synced(clock: DbClock, pool: asyncpg.Pool[Any], stop: asyn
 async def _prune_dedup_records(
     pool: asyncpg.Pool[Any], retention_days: int, stop: asyncio.Event
 ) -> None:
-    """Forget admissions older than the dedup retention, at start and then hourly.
+    """Forget admissions older than the dedup retention and expired run-request idempotency
+    keys, at start and then hourly.
 
     Pruning is idempotent, so every scheduler replica may do it; the scheduler hosts it because
     it is the one service whose job is acting on the passage of time.
@@ -287,6 +289,9 @@ async def _prune_dedup_records(
             pruned = await event_repo.prune_admissions(pool, retention_days)
             if pruned:
                 log.info("dedup_records_pruned", count=pruned, retention_days=retention_days)
+            expired = await idempotency_keys.prune(pool)
+            if expired:
+                log.info("idempotency_keys_pruned", count=expired)
         except _TRANSIENT as exc:
             log.warning("dedup_prune_failed", error=str(exc))
         await wait_any(stop, None, _PRUNE_S)

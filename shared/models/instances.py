@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
+from shared.models.bizdates import BizDate
 from shared.models.common import Priority, Record, Spec
 from shared.models.workflows import check_parameter_names
 
@@ -38,7 +39,7 @@ class RunRequest(Spec):
         default_factory=dict
     )
     priority: Priority | None = None
-    bizdate: date | None = None
+    bizdate: BizDate | None = None
     version: int | None = Field(default=None, ge=1)
     draft: bool = False
 

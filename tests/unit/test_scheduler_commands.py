@@ -111,7 +111,7 @@ def test_defaults_and_json_output() -> None:
     [
         ("2026-11-01T00:00:00", "2026-11-02T00:00:00Z", "invalid backfill: start: must carry"),
         ("2026-11-02T00:00Z", "2026-11-01T00:00Z", "invalid backfill: end: must not be before"),
-        ("yesterday", "2026-11-01T00:00Z", "invalid backfill: start: Input should be a valid"),
+        ("yesterday", "2026-11-01T00:00Z", "invalid backfill: start: expected a time with a UTC"),
     ],
 )
 def test_invalid_input_is_refused_before_any_request(start: str, end: str, message: str) -> None:

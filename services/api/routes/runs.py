@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from services.api import optional
 from services.api.deps import Conn, Operator
+from services.api.idempotency import IdempotencyKey, answer_once, fingerprint
 from services.api.schemas import ErrorBody, RunAccepted, RunBody
 from shared.db import workflows as workflow_repo
 from shared.intake import request_run
@@ -21,16 +22,36 @@ router = APIRouter(tags=["runs"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunAccepted,
 )
-async def run_workflow(name: str, body: RunBody, principal: Operator, conn: Conn) -> RunAccepted:
+async def run_workflow(
+    name: str,
+    body: RunBody,
+    principal: Operator,
+    conn: Conn,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> RunAccepted:
     """Queue one instance. The published version runs unless `version` or `draft` says
-    otherwise; `trigger_message` is what the nodes see as `${workflow.triggerMessage}`."""
-    if body.version is not None:
-        # Checked here so a missing version is reported by its number, not an internal key.
-        await workflow_repo.get_version(conn, principal.workspace_id, name, body.version)
-    created = await request_run(
-        conn, principal.workspace_id, name, body, kind=body.kind, now=datetime.now(UTC)
+    otherwise; `trigger_message` is what the nodes see as `${workflow.triggerMessage}`.
+    With an `Idempotency-Key` used before, the first answer comes back and nothing is queued."""
+
+    async def create() -> RunAccepted:
+        if body.version is not None:
+            # Checked here so a missing version is reported by its number, not an internal key.
+            await workflow_repo.get_version(conn, principal.workspace_id, name, body.version)
+        created = await request_run(
+            conn, principal.workspace_id, name, body, kind=body.kind, now=datetime.now(UTC)
+        )
+        return RunAccepted(instance_id=created.id, state=created.state, replaced=created.replaced)
+
+    return await answer_once(
+        conn,
+        principal.workspace_id,
+        idempotency_key,
+        fingerprint("runs", name, body),
+        response,
+        RunAccepted,
+        create,
     )
-    return RunAccepted(instance_id=created.id, state=created.state, replaced=created.replaced)
 
 
 @router.post(
@@ -40,9 +61,31 @@ async def run_workflow(name: str, body: RunBody, principal: Operator, conn: Conn
     responses={501: {"model": ErrorBody, "description": "the scheduler package is not installed"}},
 )
 async def backfill_workflow(
-    name: str, body: BackfillRequest, principal: Operator, conn: Conn
+    name: str,
+    body: BackfillRequest,
+    principal: Operator,
+    conn: Conn,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> BackfillOut:
-    """Create `backfill` instances for every fire time in [start, end], run as one group."""
-    create = optional.function("services.scheduler.backfill", "create_backfill", "backfill")
-    out: BackfillOut = await create(conn, principal.workspace_id, name, body, now=datetime.now(UTC))
-    return out
+    """Create `backfill` instances for every fire time in [start, end], run as one group.
+    With an `Idempotency-Key` used before, the first answer comes back and nothing is created."""
+    create_backfill = optional.function(
+        "services.scheduler.backfill", "create_backfill", "backfill"
+    )
+
+    async def create() -> BackfillOut:
+        out: BackfillOut = await create_backfill(
+            conn, principal.workspace_id, name, body, now=datetime.now(UTC)
+        )
+        return out
+
+    return await answer_once(
+        conn,
+        principal.workspace_id,
+        idempotency_key,
+        fingerprint("backfill", name, body),
+        response,
+        BackfillOut,
+        create,
+    )
