@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from services.executor.fencing import fence_margin_s
 from shared.settings import Settings
 
 
@@ -53,6 +54,13 @@ class ExecutorConfig:
     @property
     def self_fence_after_s(self) -> float:
         return self.lease_s / 2
+
+    @property
+    def fence_after_s(self) -> float:
+        """How long after a renewal was sent its node processes' fences kill them unless a
+        newer renewal arrives: a margin before the lease can expire, never before self-fencing
+        (docs/fencing.md)."""
+        return max(self.self_fence_after_s, self.lease_s - fence_margin_s(self.lease_s))
 
     @property
     def sweep_every_s(self) -> float:

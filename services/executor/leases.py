@@ -30,10 +30,20 @@ async def renew_leases(conn: Executor, held: dict[int, UUID], lease_s: float) ->
     A node missing from the result was swept, terminated or re-run: its attempt must die
     without writing anything more.
     """
+    held_now, _ = await renew_leases_detail(conn, held, lease_s)
+    return held_now
+
+
+async def renew_leases_detail(
+    conn: Executor, held: dict[int, UUID], lease_s: float
+) -> tuple[set[int], set[int]]:
+    """`renew_leases`, plus the node ids whose lease this call actually extended: only those
+    may move their fence deadline (a row skipped because another transaction held it is still
+    ours but keeps its old expiry)."""
     if not held:
-        return set()
+        return set(), set()
     rows = await conn.fetch(Q["renew_leases"], list(held), list(held.values()), float(lease_s))
-    return {int(r["id"]) for r in rows}
+    return {int(r["id"]) for r in rows}, {int(r["id"]) for r in rows if r["renewed"]}
 
 
 async def sweep_expired(conn: Connection, limit: int = 500) -> FinishResult:

@@ -34,7 +34,12 @@ from services.executor.attempts import RunningAttempt, execute
 from services.executor.claims import ClaimedNode, claim_nodes, load_specs, unknown_groups
 from services.executor.config import ExecutorConfig
 from services.executor.errors import TRANSIENT
-from services.executor.leases import must_self_fence, renew_leases, slots_in_use, sweep_expired
+from services.executor.leases import (
+    must_self_fence,
+    renew_leases_detail,
+    slots_in_use,
+    sweep_expired,
+)
 from services.executor.logs import LogBuffer
 from services.executor.operations import (
     INSTANCES_CHANNEL,
@@ -167,6 +172,7 @@ class Executor:
             nodes.get(claimed.name),
             LogBuffer(self.config.log_cap_bytes, self.config.log_chunk_bytes),
             self._contexts.get(key),
+            fence_deadline=sent + self.config.fence_after_s,
         )
         att.claimed_mono = sent
         # A claim sent before a terminate NOTIFY arrived may have raced it; a later one is a
@@ -255,15 +261,19 @@ class Executor:
                 if held:
                     async with asyncio.timeout(min(config.renew_interval_s, max(deadline, 0.05))):
                         async with self._pool.acquire() as conn:
-                            still = await renew_leases(conn, held, config.lease_s)
+                            still, renewed = await renew_leases_detail(conn, held, config.lease_s)
                 else:
-                    still = set()
+                    still, renewed = set(), set()
             except TRANSIENT as exc:
                 log.warning("lease_renewal_failed", error=str(exc) or type(exc).__name__)
                 self._self_fence()
                 await first_set(self._closing, wait_s=min(1.0, config.renew_interval_s))
                 continue
             self._last_renewed = sent
+            for node_id in renewed:
+                att = self._attempts.get(node_id)
+                if att is not None:
+                    att.fence.extend(sent + config.fence_after_s)
             for node_id in held.keys() - still:
                 att = self._attempts.get(node_id)
                 if att is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.executor.claims import ClaimedNode
+from services.executor.fencing import FenceLink
 from services.executor.logs import LogBuffer
 from services.executor.prepare import AnyNode, Prepared
 from shared.settings import Settings
@@ -46,6 +47,8 @@ class RunnerServices:
     pool: Any
     settings: Settings
     kill_grace_s: float = 1.0
+    # (uid, gid) node processes run as (an executor running as root); None: the executor's own.
+    node_user: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class AttemptContext:
     prepared: Prepared
     log: LogBuffer
     services: RunnerServices
+    # Moved forward on every lease renewal; the node's fence kills it when it passes.
+    fence: FenceLink | None = None
     _workdir: Path | None = field(default=None, init=False)
 
     def workdir(self) -> Path:
@@ -75,6 +80,10 @@ class AttemptContext:
             self._workdir = Path(
                 tempfile.mkdtemp(prefix=f"sluice-{c.instance_id}-{c.attempt}-{c.node_id}-")
             )
+            user = self.services.node_user
+            if user is not None:
+                # The node user writes its own files (TMPDIR) here; mkdtemp made it 0700.
+                os.chown(self._workdir, *user)
         return self._workdir
 
     def write_file(self, name: str, content: str) -> Path:

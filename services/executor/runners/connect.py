@@ -8,11 +8,13 @@ The pure parts build keyword arguments; secrets never appear in logs or errors.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
@@ -22,6 +24,7 @@ from shared.db.pool import Executor
 from shared.settings import Settings
 
 _POSTGRES_KEYS = ("host", "port", "database", "user")
+log = structlog.get_logger("sluice.executor")
 
 
 class ConnectionConfigError(RuntimeError):
@@ -115,21 +118,58 @@ async def use_text_codecs(conn: asyncpg.Connection[Any]) -> None:
         )
 
 
+# How long stopping a node's statement on its server may take before the attempt ends anyway.
+_CANCEL_WAIT_S = 10.0
+
+
+async def stop_backend(params: dict[str, Any], pid: int, wait_s: float = _CANCEL_WAIT_S) -> bool:
+    """Cancel the statement of server process `pid`, end its session, and wait until
+    pg_stat_activity no longer shows it; True once it is gone.
+
+    Dropping the client socket alone does not stop a statement: PostgreSQL notices a closed
+    client only when it next writes to it, so a long statement would keep running beside the
+    retry of its attempt. The same role may signal its own backends, so the node's connection
+    settings suffice.
+    """
+    settings = {"application_name": "sluice-node-cancel"}
+    admin_params = {k: v for k, v in params.items() if k != "server_settings"}
+    async with asyncio.timeout(wait_s):
+        admin: asyncpg.Connection[Any] = await asyncpg.connect(
+            **admin_params, server_settings=settings
+        )
+        try:
+            await admin.fetchval("SELECT pg_cancel_backend($1)", pid)
+            await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            # Termination is asynchronous: the backend leaves pg_stat_activity once it exited.
+            while True:
+                if not await admin.fetchval("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await admin.close(timeout=2)
+    return True
+
+
 @asynccontextmanager
 async def postgres(
     pool: Executor, workspace_id: int, name: str, statement_timeout_s: float | None = None
 ) -> AsyncIterator[asyncpg.Connection[Any]]:
-    """A workspace postgres connection, closed (or, when cancelled, terminated) afterwards."""
+    """A workspace postgres connection, closed afterwards. When the attempt is stopped
+    (timeout, terminate, drain, lost lease) its statement is cancelled on the server and the
+    session ended before the attempt is reported over."""
     resolved = await connections.resolve(pool, workspace_id, name)
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(
-        **postgres_params(resolved, statement_timeout_s)
-    )
+    params = postgres_params(resolved, statement_timeout_s)
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(**params)
     try:
         await use_text_codecs(conn)
         yield conn
     except BaseException:
-        # Cancelled mid-query (timeout, terminate): drop the socket now; the server notices.
+        pid = conn.get_server_pid()
         conn.terminate()
+        try:
+            await asyncio.shield(stop_backend(params, pid))
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            log.warning("node_statement_not_cancelled", server_pid=pid, error=type(exc).__name__)
         raise
     else:
         await conn.close(timeout=5)

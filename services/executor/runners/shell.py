@@ -27,5 +27,7 @@ async def run(ctx: AttemptContext) -> RunResult:
         cwd=setup.cwd,
         log=ctx.log,
         grace_s=ctx.services.kill_grace_s,
+        fence=ctx.fence,
+        user=ctx.services.node_user,
     )
     return RunResult.from_exit_code(code)
