@@ -134,7 +134,7 @@ async def wait_until(pool: Pool, query: str, *args: Any, timeout_s: float = 60) 
 
 async def test_executor_kill_and_pause(pool: Pool, db_url: str, tmp_path: Path) -> None:
     await pool.execute(f"INSERT INTO resource_groups (name, slots) VALUES ('chaos', {SLOTS})")
-    retry = {"retries": 3, "retry_delay_s": 0}
+    retry: dict[str, Any] = {"retries": 3, "retry_delay_s": 0}
     capped = await save(
         pool,
         flow(
