@@ -55,14 +55,14 @@ def _prctl(option: int, value: int) -> None:
 def _unreadable_path(path: str) -> str | None:
     """The first directory on the way to `path` this user cannot search, or the file itself
     when it cannot be executed: the reason a node user cannot start an interpreter."""
-    parts = os.path.abspath(path).split("/")[1:]
+    parts = os.path.realpath(path).split("/")[1:]
     current = ""
     for part in parts[:-1]:
         current += "/" + part
         if not os.access(current, os.X_OK):
             return current
-    if not os.access(path, os.X_OK):
-        return path
+    if not os.access(current + "/" + parts[-1], os.X_OK):
+        return current + "/" + parts[-1]
     return None
 
 
@@ -97,8 +97,10 @@ def _exec_child(argv: list[str], uid: int, gid: int) -> None:
         program = _resolve(argv[0], os.environ.get("PATH", os.defpath))
         blocked = _unreadable_path(program) if "/" in program else None
         who = f"user {os.getuid()}"
+        real = os.path.realpath(program)
+        shown = program if real == program else f"{program} ({real})"
         if blocked is not None:
-            _note(f"cannot run {program} as {who}: {blocked} is not accessible to it")
+            _note(f"cannot run {shown} as {who}: {blocked} is not accessible to it")
         else:
             _note(f"cannot run {program} as {who}: {exc.strerror}")
     os._exit(_EXEC_FAILED)

@@ -20,6 +20,7 @@ from services.executor.claims import ClaimedNode
 from services.executor.fencing import FenceLink
 from services.executor.logs import LogBuffer
 from services.executor.prepare import AnyNode, Prepared
+from services.executor.sandbox import NodeUser
 from shared.settings import Settings
 
 # Only these variables of the executor's own environment reach node processes: the executor's
@@ -47,8 +48,8 @@ class RunnerServices:
     pool: Any
     settings: Settings
     kill_grace_s: float = 1.0
-    # (uid, gid) node processes run as (an executor running as root); None: the executor's own.
-    node_user: tuple[int, int] | None = None
+    # The user node processes run as (an executor running as root); None: the executor's own.
+    node_user: NodeUser | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class AttemptContext:
             user = self.services.node_user
             if user is not None:
                 # The node user writes its own files (TMPDIR) here; mkdtemp made it 0700.
-                os.chown(self._workdir, *user)
+                os.chown(self._workdir, *user.ids)
         return self._workdir
 
     def write_file(self, name: str, content: str) -> Path:
@@ -102,6 +103,9 @@ class AttemptContext:
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
         env.setdefault("PATH", os.defpath)
         env["TMPDIR"] = str(cwd)
+        user = self.services.node_user
+        if user is not None:
+            env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
         env.update(self.prepared.env)
         for index, (var, content) in enumerate(sorted(self.prepared.files.items())):
             env[var] = str(self.write_file(f"{var.lower()}.{index}", content))

@@ -2,7 +2,8 @@
 
 postgres: `config` holds `dsn` or `host`/`port`/`database`/`user` (and optionally `sslmode`),
 `secrets` holds `password`. s3: `config` holds `endpoint_url`/`region`, `secrets` holds
-`access_key_id`/`secret_access_key`; a node without an S3 connection uses the settings' S3.
+`access_key_id`/`secret_access_key`. A node without an S3 connection fails: node code reaches S3
+only with its workspace's credentials, never with the platform's (DESIGN.md 14).
 The pure parts build keyword arguments; secrets never appear in logs or errors.
 """
 
@@ -21,7 +22,6 @@ from aiobotocore.session import get_session
 from shared.db import connections
 from shared.db.connections import ResolvedConnection
 from shared.db.pool import Executor
-from shared.settings import Settings
 
 _POSTGRES_KEYS = ("host", "port", "database", "user")
 log = structlog.get_logger("sluice.executor")
@@ -57,29 +57,30 @@ def postgres_params(
     return params
 
 
-def s3_params(resolved: ResolvedConnection | None, settings: Settings) -> dict[str, Any]:
-    """aiobotocore `create_client("s3", ...)` keyword arguments (plus `addressing_style`):
-    the connection's, else the settings' endpoint, region and credentials. Custom endpoints
-    (MinIO, Ceph, moto) get path-style addressing unless the connection says otherwise."""
-    if resolved is not None and resolved.kind != "s3":
+NO_S3_CONNECTION = (
+    "no s3 connection given: set the node's s3 connection to one of the workspace's s3 "
+    "connections (the platform's own S3 credentials are never used for nodes)"
+)
+
+
+def s3_params(resolved: ResolvedConnection, name: str = "") -> dict[str, Any]:
+    """aiobotocore `create_client("s3", ...)` keyword arguments (plus `addressing_style`) of
+    a workspace s3 connection. Custom endpoints (MinIO, Ceph, moto) get path-style addressing
+    unless the connection says otherwise. Credentials come from the connection only."""
+    if resolved.kind != "s3":
         raise ConnectionConfigError(f"connection is of kind {resolved.kind!r}, not 's3'")
-    params: dict[str, Any] = {"region_name": settings.s3_region}
-    if settings.s3_endpoint:
-        params["endpoint_url"] = settings.s3_endpoint
-    if settings.aws_access_key_id is not None and settings.aws_secret_access_key is not None:
-        params["aws_access_key_id"] = settings.aws_access_key_id.get_secret_value()
-        params["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
-    if resolved is not None:
-        config, secrets = resolved.config, resolved.secrets
-        if config.get("endpoint_url"):
-            params["endpoint_url"] = str(config["endpoint_url"])
-        if config.get("region"):
-            params["region_name"] = str(config["region"])
-        if secrets.get("access_key_id") and secrets.get("secret_access_key"):
-            params["aws_access_key_id"] = secrets["access_key_id"]
-            params["aws_secret_access_key"] = secrets["secret_access_key"]
-        if config.get("addressing_style"):
-            params["addressing_style"] = str(config["addressing_style"])
+    config, secrets = resolved.config, resolved.secrets
+    params: dict[str, Any] = {"region_name": str(config.get("region") or "us-east-1")}
+    if config.get("endpoint_url"):
+        params["endpoint_url"] = str(config["endpoint_url"])
+    missing = [k for k in ("access_key_id", "secret_access_key") if not secrets.get(k)]
+    if missing:
+        # Else the S3 client would look for credentials of its own: the host's, the pod's role.
+        raise ConnectionConfigError(f"s3 connection {name!r} has no secret {' or '.join(missing)}")
+    params["aws_access_key_id"] = secrets["access_key_id"]
+    params["aws_secret_access_key"] = secrets["secret_access_key"]
+    if config.get("addressing_style"):
+        params["addressing_style"] = str(config["addressing_style"])
     if "endpoint_url" in params:
         params.setdefault("addressing_style", "path")
     return params
@@ -176,12 +177,12 @@ async def postgres(
 
 
 @asynccontextmanager
-async def s3(
-    pool: Executor, workspace_id: int, name: str | None, settings: Settings
-) -> AsyncIterator[Any]:
-    """An S3 client for a workspace s3 connection, or for the settings' S3 when `name` is None."""
-    resolved = await connections.resolve(pool, workspace_id, name) if name else None
-    params = s3_params(resolved, settings)
+async def s3(pool: Executor, workspace_id: int, name: str | None) -> AsyncIterator[Any]:
+    """An S3 client for a workspace s3 connection; None is an error (no platform fallback)."""
+    if not name:
+        raise ConnectionConfigError(NO_S3_CONNECTION)
+    resolved = await connections.resolve(pool, workspace_id, name)
+    params = s3_params(resolved, name)
     style = params.pop("addressing_style", "auto")
     config = AioConfig(s3={"addressing_style": style})
     async with get_session().create_client("s3", config=config, **params) as client:

@@ -18,6 +18,6 @@ async def run(ctx: AttemptContext) -> RunResult:
         log=ctx.log,
         grace_s=ctx.services.kill_grace_s,
         fence=ctx.fence,
-        user=ctx.services.node_user,
+        user=ctx.services.node_user.ids if ctx.services.node_user else None,
     )
     return RunResult.from_exit_code(code)
