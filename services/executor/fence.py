@@ -19,7 +19,9 @@ The fence is a child subreaper (PR_SET_CHILD_SUBREAPER): a node that daemonizes 
 setsid) is re-parented to the fence rather than to PID 1, and is killed with the rest.
 
 When UID/GID are not -1 (an executor running as root), the node runs as that user with no
-supplementary groups. The fence exits with the leader's status (128 + N when killed by signal N).
+supplementary groups. With `-- --pg-cancel` there is no node process: the fence watches a SQL
+attempt's statement and sends PostgreSQL a cancel request for it in the same two cases.
+The fence exits with the leader's status (128 + N when killed by signal N).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import ctypes
 import os
 import select
 import signal
+import socket
+import struct
 import sys
 import time
 
@@ -166,16 +170,39 @@ def _status(wait_status: int) -> int:
     return os.WEXITSTATUS(wait_status)
 
 
+def _send_cancel_request(target: tuple[str, int, int]) -> None:
+    """PostgreSQL's CancelRequest for backend `pid` (needs only its cancel key, no login):
+    the statement it runs is cancelled even though its client is paused or dead."""
+    address, pid, secret = target
+    if address.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(address[5:])
+    else:
+        host, port = address.rsplit(":", 1)
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+    with sock:
+        sock.sendall(struct.pack("!iiii", 16, 80877102, pid, secret))
+        # The server closes the connection once it has handled the request.
+        try:
+            sock.recv(1)
+        except OSError:
+            pass
+
+
 class _Fence:
-    def __init__(self, leader: int, deadline: float, grace_s: float) -> None:
-        self.leader = leader
+    def __init__(self, leader: int | None, deadline: float, grace_s: float) -> None:
+        self.leader = leader or 0
         self.deadline = deadline
         self.grace_s = grace_s
         self.status: int | None = None
-        self.pidfd = os.pidfd_open(leader)
+        # `C <address> <pid> <secret>`: the database statement to cancel (SQL attempts).
+        self.cancel_target: tuple[str, int, int] | None = None
         self.poll = select.poll()
         self.poll.register(0, select.POLLIN)
-        self.poll.register(self.pidfd, select.POLLIN)
+        self.pidfd = os.pidfd_open(leader) if leader else -1
+        if leader:
+            self.poll.register(self.pidfd, select.POLLIN)
         self.wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poll.register(self.wakeup_r, select.POLLIN)
         signal.set_wakeup_fd(wakeup_w)
@@ -212,6 +239,12 @@ class _Fence:
                     pass
             elif line.strip() == b"T":
                 return "stop"
+            elif line.startswith(b"C "):
+                try:
+                    address, pid, secret = line[2:].decode().split()
+                    self.cancel_target = (address, int(pid), int(secret))
+                except ValueError:
+                    pass
         return None
 
     def take_signals(self) -> str | None:
@@ -261,6 +294,7 @@ def main(argv: list[str]) -> int:
     deadline, grace_s = float(argv[1]), float(argv[2])
     uid, gid = int(argv[3]), int(argv[4])
     command = argv[6:]
+    watch_statement = command == ["--pg-cancel"]
 
     def remember(signum: int, _frame: object) -> None:
         _SIGNALS.add(signum)
@@ -274,6 +308,8 @@ def main(argv: list[str]) -> int:
     if os.getppid() == 1:
         return 128 + signal.SIGHUP  # the executor died before the fence was armed
     os.set_blocking(0, False)
+    if watch_statement:
+        return _watch_statement(deadline)
 
     leader = os.fork()
     if leader == 0:
@@ -294,6 +330,23 @@ def main(argv: list[str]) -> int:
     if fence.status is None:
         fence.status = reaped
     return fence.status if fence.status is not None else 128 + signal.SIGKILL
+
+
+def _watch_statement(deadline: float) -> int:
+    """`-- --pg-cancel`: no node process; fence a SQL attempt's statement instead. The executor
+    writes `C <address> <pid> <secret>` first; on a passed deadline or the executor's death the
+    statement is cancelled on the server. `T` (the attempt ended) exits quietly."""
+    fence = _Fence(None, deadline, 0.0)
+    what = fence.wait()
+    if what in ("deadline", "gone") and fence.cancel_target is not None:
+        why = "lease deadline passed without renewal" if what == "deadline" else "executor gone"
+        try:
+            _send_cancel_request(fence.cancel_target)
+        except OSError as exc:
+            _note(f"{why}; could not cancel the SQL statement: {exc}")
+            return 1
+        _note(f"{why}; SQL statement of backend {fence.cancel_target[1]} cancelled")
+    return 0
 
 
 if __name__ == "__main__":

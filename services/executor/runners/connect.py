@@ -19,6 +19,7 @@ import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from services.executor.fencing import FenceLink, fence_argv, stop_request
 from shared.db import connections
 from shared.db.connections import ResolvedConnection
 from shared.db.pool import Executor
@@ -151,19 +152,78 @@ async def stop_backend(params: dict[str, Any], pid: int, wait_s: float = _CANCEL
     return True
 
 
+def cancel_target(conn: asyncpg.Connection[Any]) -> str | None:
+    """`<address> <pid> <secret>` of the connection's backend, as a statement fence needs it
+    to send a cancel request; None when asyncpg does not expose it."""
+    addr = getattr(conn, "_addr", None)
+    protocol = getattr(conn, "_protocol", None)
+    pid = getattr(protocol, "backend_pid", None)
+    secret = getattr(protocol, "backend_secret", None)
+    if not isinstance(pid, int) or not isinstance(secret, int):
+        return None
+    if isinstance(addr, str):
+        address = f"unix:{addr}"
+    elif isinstance(addr, tuple) and len(addr) >= 2:
+        address = f"{addr[0]}:{addr[1]}"
+    else:
+        return None
+    if any(c.isspace() for c in address):
+        return None
+    return f"{address} {pid} {secret}"
+
+
+@asynccontextmanager
+async def statement_fence(
+    conn: asyncpg.Connection[Any], link: FenceLink | None
+) -> AsyncIterator[None]:
+    """While the body runs, a fence process (fence.py `--pg-cancel`) cancels the connection's
+    statement on the server if the attempt's lease deadline passes without renewal or this
+    executor dies: a paused or killed executor cannot do it itself (docs/fencing.md)."""
+    target = cancel_target(conn) if link is not None else None
+    if link is None or target is None:
+        yield
+        return
+    proc = await asyncio.create_subprocess_exec(
+        *fence_argv(["--pg-cancel"], link.deadline, 0.0),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    # The cancel key goes through the pipe: a command line is readable by other processes.
+    proc.stdin.write(f"C {target}\n".encode())
+    link.attach(proc.stdin)
+    try:
+        yield
+    finally:
+        link.detach(proc.stdin)
+        stop_request(proc.stdin)
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+        except TimeoutError:
+            proc.kill()
+
+
 @asynccontextmanager
 async def postgres(
-    pool: Executor, workspace_id: int, name: str, statement_timeout_s: float | None = None
+    pool: Executor,
+    workspace_id: int,
+    name: str,
+    statement_timeout_s: float | None = None,
+    fence: FenceLink | None = None,
 ) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A workspace postgres connection, closed afterwards. When the attempt is stopped
     (timeout, terminate, drain, lost lease) its statement is cancelled on the server and the
-    session ended before the attempt is reported over."""
+    session ended before the attempt is reported over; with `fence`, also when this executor
+    is paused past the lease deadline or dies."""
     resolved = await connections.resolve(pool, workspace_id, name)
     params = postgres_params(resolved, statement_timeout_s)
     conn: asyncpg.Connection[Any] = await asyncpg.connect(**params)
     try:
         await use_text_codecs(conn)
-        yield conn
+        async with statement_fence(conn, fence):
+            yield conn
     except BaseException:
         pid = conn.get_server_pid()
         conn.terminate()
