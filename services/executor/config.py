@@ -22,8 +22,10 @@ class ExecutorConfig:
     """How one executor process claims, leases, logs and stops.
 
     `lease_s` is measured on the database clock; renewal runs every `lease_s / 3` and an executor
-    that could not renew for `lease_s / 2` kills its own attempts (self-fencing), so an attempt is
-    never alive on a fenced-off executor when another one re-runs it.
+    that could not renew for `lease_s / 2` kills its own attempts (self-fencing). Should the
+    executor itself be paused or dead, each attempt's fence process kills its node
+    `fence_after_s` after the last accepted renewal, before the lease can expire, so an attempt
+    is never alive when another executor re-runs it (docs/fencing.md).
     """
 
     executor_id: str

@@ -5,6 +5,8 @@ holder renews every lease/3; any executor's sweeper re-queues attempts whose lea
 (whether they ever heartbeated or not) through the same fenced path as a normal finish, with
 outcome `lost`, charged against the node's retries. A holder that cannot renew for half a lease
 kills its own attempts (`must_self_fence`): by the time anyone may sweep them, they are dead.
+A holder that is paused or dead cannot; its attempts' fence processes kill them instead, a
+margin before the lease expires (fencing.py).
 """
 
 from __future__ import annotations
