@@ -69,6 +69,8 @@ class Settings(PostgresSettings, KafkaSettings, S3Settings):
     poll_interval_s: float = Field(default=2, gt=0, le=300)
     dedup_retention_days: int = Field(default=30, ge=1, le=3650)
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    # The unprivileged user node processes run as when the executor runs as root.
+    node_user: str | None = None
 
     @field_validator("timezone")
     @classmethod

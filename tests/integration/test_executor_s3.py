@@ -45,7 +45,8 @@ async def log_text(pool: Pool, instance_id: int, node: str) -> str:
     ("connection", "key", "final"),
     [
         ("store", "in/present.csv", "succeeded"),
-        (None, "in/present.csv", "succeeded"),
+        # No connection: no fallback to the platform's own S3 credentials.
+        (None, "in/present.csv", "failed"),
         ("store", "in/absent.csv", "failed"),
     ],
 )
@@ -69,11 +70,14 @@ async def test_s3_object_check(
     async with running_executor(db_url, settings=embedded_s3.settings_overrides()):
         assert await wait_instance(pool, iid) == final
     last = (await log_text(pool, iid, "c")).splitlines()[-1]
-    assert last == (
-        "[sluice] probe 1: condition met"
-        if final == "succeeded"
-        else "[sluice] timed out after 1s; process group killed"
-    )
+    if connection is None:
+        assert last.startswith("[sluice] error: ConnectionConfigError: no s3 connection given")
+    else:
+        assert last == (
+            "[sluice] probe 1: condition met"
+            if final == "succeeded"
+            else "[sluice] timed out after 1s; process group killed"
+        )
 
 
 async def test_sync_round_trip_between_s3_and_postgres(
@@ -110,6 +114,7 @@ async def test_sync_round_trip_between_s3_and_postgres(
             "sync": {
                 "kind": "postgres_to_s3",
                 "connection": "db",
+                "s3_connection": "store",
                 "query": 'SELECT id, upper(name) AS name FROM raw."Users" ORDER BY id',
                 "bucket": bucket,
                 "key": "out/users.csv",

@@ -50,9 +50,7 @@ async def _probe_sql(ctx: AttemptContext, check: SqlCheck) -> bool:
 
 
 async def _probe_s3(ctx: AttemptContext, check: S3ObjectCheck) -> bool:
-    async with connect.s3(
-        ctx.services.pool, ctx.claimed.workspace_id, check.connection, ctx.services.settings
-    ) as client:
+    async with connect.s3(ctx.services.pool, ctx.claimed.workspace_id, check.connection) as client:
         try:
             await client.head_object(Bucket=check.bucket, Key=check.key)
         except ClientError as exc:
