@@ -464,6 +464,26 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
                 restart_at=earliest[tp],
             )
             consumer.seek(tp, earliest[tp])
+            if tp in self._committed:
+                self._committed[tp] = earliest[tp]
+
+    async def _restart_reset_logs(
+        self, consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]
+    ) -> None:
+        """A partition whose log now ends before what was committed has been reset (topic deleted
+        and recreated, broker with memory storage restarted without a rebalance): brokers such as
+        Tansu then answer fetches at the old position with nothing rather than with
+        ``OffsetOutOfRange``, and the new records would wait until the log grew past the old
+        position and then be skipped. Such partitions restart at their earliest offset; the
+        records there are new ones (offset dedup tells them apart from the old ones)."""
+        reset = {
+            tp: self._committed[tp]
+            for tp, end in ends.items()
+            if tp in self._committed and end < self._committed[tp]
+        }
+        if not reset:
+            return
+        await self._out_of_range(consumer, OffsetOutOfRangeError(reset))
 
     def _refuse(self, exc: TopicAuthorizationFailedError) -> None:
         """Leave a topic the broker refuses to serve out for a while: while it stays in the
@@ -760,6 +780,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("kafka_broker_unreachable", error=admission.describe(exc))
             return
         listener_metrics.BROKER_UP.set(1)
+        await self._restart_reset_logs(consumer, ends)
         for tp, end in ends.items():
             position = self._committed.get(tp)
             if position is not None:
