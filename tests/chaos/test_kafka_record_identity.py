@@ -42,7 +42,7 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[EmbeddedKafka]:
         yield broker
 
 
-def messages(first: int, count: int) -> list[bytes]:
+def messages(first: int, count: int) -> list[bytes | None]:
     return [json.dumps({"id": n}).encode() for n in range(first, first + count)]
 
 
