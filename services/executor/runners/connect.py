@@ -47,7 +47,9 @@ def postgres_params(
         params["ssl"] = str(config["sslmode"])
     if resolved.secrets.get("password"):
         params["password"] = resolved.secrets["password"]
-    server_settings = {"application_name": "sluice-node"}
+    # Values bound into literals are escaped for standard-conforming strings: force it on, so
+    # neither the server's, the database's, the role's nor the DSN's setting can change that.
+    server_settings = {"application_name": "sluice-node", "standard_conforming_strings": "on"}
     if statement_timeout_s is not None:
         server_settings["statement_timeout"] = str(max(1, int(statement_timeout_s * 1000)))
     params["server_settings"] = server_settings
@@ -125,6 +127,8 @@ async def postgres(
         **postgres_params(resolved, statement_timeout_s)
     )
     try:
+        if await conn.fetchval("SHOW standard_conforming_strings") != "on":
+            raise ConnectionConfigError("the server did not turn standard_conforming_strings on")
         await use_text_codecs(conn)
         yield conn
     except BaseException:
