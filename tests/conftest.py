@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
@@ -85,3 +86,8 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
         yield p
     finally:
         await p.close()
+
+
+# `--hypothesis-profile=deep`: thousands of examples per property instead of the bounded CI count
+# (the fuzz tests use a fixed seed unless this profile is loaded).
+hypothesis_settings.register_profile("deep", max_examples=8000, deadline=None)
