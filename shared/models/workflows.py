@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.models.common import Name, Priority, Record, Spec, Weighting
+from shared.params.binding.reparsed import find_reparsed
+from shared.params.resolution import BUILTIN_NAMESPACES
 
 MAX_NODES = 400
 JsonValue = Any
@@ -207,6 +209,8 @@ class WorkflowSpec(Spec):
         cycle = find_cycle({n.name: n.upstream for n in self.nodes})
         if cycle:
             raise ValueError("nodes: dependency cycle " + " -> ".join(cycle))
+        for node in self.nodes:
+            check_node_code(node, self.parameters)
         return self
 
     @property
@@ -215,6 +219,39 @@ class WorkflowSpec(Spec):
         if self.schedule is not None:
             return self.schedule.timezone
         return self.timezone or "UTC"
+
+
+def _node_texts(node: NodeBase) -> list[tuple[str, str, str]]:
+    """(field path, language, text) of everything in `node` that placeholders are bound into."""
+    if isinstance(node, ShellNode):
+        return [("code", "shell", node.code)]
+    if isinstance(node, PythonNode):
+        return [("code", "python", node.code)]
+    if isinstance(node, SqlNode):
+        return [("code", "sql", node.code)]
+    if isinstance(node, CheckNode) and isinstance(node.check, SqlCheck):
+        return [("check.query", "sql", node.check.query)]
+    if isinstance(node, SyncNode) and isinstance(node.sync, PostgresToS3):
+        return [("sync.query", "sql", node.sync.query)]
+    return []
+
+
+def check_node_code(node: NodeBase, workflow_parameters: dict[str, Any]) -> None:
+    """Refuse a placeholder that a second interpreter would parse as code (`bash -c '${p}'`).
+
+    Only placeholders the spec itself makes (its parameters and the built-ins) are known here;
+    binding checks again with every parameter an attempt has.
+    """
+    names = {*workflow_parameters, *node.parameters, "bizdate", "cyctime"}
+
+    def known(path: str) -> bool:
+        head = re.split(r"[.\[]", path, maxsplit=1)[0]
+        return head in names or head in (*BUILTIN_NAMESPACES, "nodes")
+
+    for field, language, text in _node_texts(node):
+        found = find_reparsed(text, language, known)
+        if found:
+            raise ValueError(f"nodes.{node.name}.{field}: {found[0].message(text)}")
 
 
 def find_cycle(upstream: dict[str, list[str]]) -> list[str] | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from shared.params.binding import BindingError
 from shared.params.resolution import Placeholder, Resolver, find_placeholders
 
-__all__ = ["SqlBinding", "bind_sql", "continuation_end"]
+__all__ = ["SqlBinding", "bind_sql", "continuation_end", "literal_spans"]
 
 _DOLLAR_TAG_RE = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][\w\u0080-\U0010ffff]*)?\$", re.ASCII)
 _POSITIONAL_RE = re.compile(r"\$\d+")
@@ -145,6 +145,8 @@ class _Scanner:
     literal_start: int = 0
     uescape: str | None = None
     bound_in_literal: Placeholder | None = None
+    # literal_spans: record (start, end, state) of every quoted region instead of binding.
+    spans: list[tuple[int, int, str]] | None = None
 
     def fail(self, placeholder: Placeholder | None, why: str, at: int = 0) -> BindingError:
         start = placeholder.start if placeholder is not None else at
@@ -174,13 +176,17 @@ class _Scanner:
         while i < len(code):
             placeholder = self.placeholders.get(i)
             if placeholder is not None:
-                self.bind(placeholder)
+                if self.spans is None:
+                    self.bind(placeholder)
                 i = placeholder.end
                 continue
             ch = code[i]
             state = self.state
             if state == "normal":
+                opened = i
                 i = self.normal(i)
+                if self.spans is not None and self.state != "normal":
+                    self.spans.append((opened, len(code), self.state))
             elif state in ("string", "unicode_string"):
                 i = i + 2 if code.startswith("''", i) else self.quote_at(i)
             elif state == "escape_string":
@@ -200,6 +206,9 @@ class _Scanner:
                 i += len(self.tag)
             else:
                 i += 1
+            if self.spans and state != "normal" and self.state == "normal":
+                opened, _, kind = self.spans[-1]
+                self.spans[-1] = (opened, i, kind)
         self.out.append(code[self.emitted :])
         if self.bound_in_literal is not None and _SCS_RE.search(code):
             raise self.fail(
@@ -366,6 +375,33 @@ class _Scanner:
         self.emitted = placeholder.end
 
 
+def literal_spans(code: str, placeholders: list[Placeholder]) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of every quoted region of `code`, as the binder lexes it.
+
+    `kind` is a binder state: string, escape_string, unicode_string, bit_string, identifier,
+    unicode_identifier or dollar. Placeholders are skipped, not bound.
+    """
+    scanner = _Scanner(code, {p.start: p for p in placeholders}, _NO_VALUES, spans=[])
+    try:
+        scanner.run()
+    except BindingError:
+        # Positional parameters in the code: binding refuses those on its own.
+        pass
+    assert scanner.spans is not None
+    return scanner.spans
+
+
+class _NoValues:
+    def resolvable(self, path: str) -> bool:
+        return False
+
+    def resolve(self, path: str, default: str | None = None) -> str:
+        raise AssertionError("literal_spans binds nothing")
+
+
+_NO_VALUES = _NoValues()
+
+
 def bind_sql(code: str, resolver: Resolver) -> SqlBinding:
     """Bind every placeholder in SQL `code`; run `query` with `args` as its `$n` parameters.
 
@@ -375,6 +411,10 @@ def bind_sql(code: str, resolver: Resolver) -> SqlBinding:
     placeholders = {p.start: p for p in find_placeholders(code, resolver.resolvable)}
     if not placeholders:
         return SqlBinding(query=code, args=[])
+    # Imported here: the check lexes literals with this module's scanner.
+    from shared.params.binding.reparsed import refuse_reparsed
+
+    refuse_reparsed(code, "sql", resolver.resolvable)
     scanner = _Scanner(code, placeholders, resolver)
     query = scanner.run()
     return SqlBinding(query=query, args=scanner.args)
