@@ -34,6 +34,7 @@ from shared.logging import configure
 from shared.models.triggers import TriggerSpec
 from shared.models.workflows import WorkflowSpec
 from shared.probes import READINESS, serve_probes
+from shared.secret_box import generate_key
 from shared.settings import Settings, SettingsError, load_settings
 
 log = structlog.get_logger("sluice.dev")
@@ -79,6 +80,16 @@ def _secret(state: Path, env_name: str, file_name: str, prefix: str) -> str:
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value
+
+
+def _secret_key(state: Path) -> str:
+    """The key sealing connection secrets: generated once, kept in `.sluice/secret-key` (0600)."""
+    path = state / "secret-key"
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(generate_key() + "\n")
+    return path.read_text().strip()
 
 
 def examples_dir() -> Path | None:
@@ -268,6 +279,7 @@ def run_dev(*, reset: bool = False, state: Path = STATE_DIR) -> int:
     env.setdefault("SLUICE_STORAGE_KAFKA_SESSION_TIMEOUT_MS", "2000")
     token = _secret(state, "SLUICE_BOOTSTRAP_TOKEN", "token", "slc_dev_")
     webhook_token = _secret(state, "SLUICE_WEBHOOK_TOKENS", "webhook-token", "whk_dev_")
+    env.setdefault("SLUICE_SECRET_KEY", _secret_key(state))
     postgres = EmbeddedPostgres(state / "pg")
     dsn = postgres.start()
     try:

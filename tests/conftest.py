@@ -21,8 +21,12 @@ from hypothesis import settings as hypothesis_settings
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from shared.embedded.postgres import EmbeddedPostgres, with_database
+from tests.support.secrets import TEST_SECRET_KEY
 
 pytest_plugins = ["tests.integration.kafka_support"]
+
+# Every service the suite starts (in process or as a child) seals connection secrets with this.
+os.environ.setdefault("SLUICE_SECRET_KEY", TEST_SECRET_KEY)
 
 TEMPLATE = "sluice_template"
 _counter = itertools.count()

@@ -48,6 +48,7 @@ from services.executor.runners.base import RunnerServices
 from services.executor.wake import first_set
 from services.executor.writer import Writer
 from shared import metrics
+from shared.db import connections
 from shared.db.pool import connect, create_pool
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings
@@ -373,6 +374,8 @@ async def run_executor(settings: Settings, config: ExecutorConfig, stop: asyncio
             application_name="sluice-executor",
         )
         stack.push_async_callback(pool.close)
+        # Fails here, naming SLUICE_SECRET_KEY, when the key cannot open the stored secrets.
+        await connections.open_secrets(pool, settings)
         executor = Executor(pool, settings.database_url, config, settings)
         log.info(
             "executor_started",

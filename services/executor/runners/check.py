@@ -44,7 +44,11 @@ def is_missing(error: ClientError) -> bool:
 
 async def _probe_sql(ctx: AttemptContext, check: SqlCheck) -> bool:
     async with connect.postgres(
-        ctx.services.pool, ctx.claimed.workspace_id, check.connection, ctx.claimed.timeout_s
+        ctx.services.pool,
+        ctx.claimed.workspace_id,
+        check.connection,
+        ctx.claimed.timeout_s,
+        box=ctx.services.settings.secret_box(),
     ) as conn:
         return truthy(await conn.fetchval(ctx.prepared.code, *ctx.prepared.args))
 

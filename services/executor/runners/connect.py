@@ -19,6 +19,7 @@ from aiobotocore.session import get_session
 from shared.db import connections
 from shared.db.connections import ResolvedConnection
 from shared.db.pool import Executor
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 
 _POSTGRES_KEYS = ("host", "port", "database", "user")
@@ -119,10 +120,15 @@ async def use_text_codecs(conn: asyncpg.Connection[Any]) -> None:
 
 @asynccontextmanager
 async def postgres(
-    pool: Executor, workspace_id: int, name: str, statement_timeout_s: float | None = None
+    pool: Executor,
+    workspace_id: int,
+    name: str,
+    statement_timeout_s: float | None = None,
+    *,
+    box: SecretBox,
 ) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A workspace postgres connection, closed (or, when cancelled, terminated) afterwards."""
-    resolved = await connections.resolve(pool, workspace_id, name)
+    resolved = await connections.resolve(pool, workspace_id, name, box)
     conn: asyncpg.Connection[Any] = await asyncpg.connect(
         **postgres_params(resolved, statement_timeout_s)
     )
@@ -144,7 +150,9 @@ async def s3(
     pool: Executor, workspace_id: int, name: str | None, settings: Settings
 ) -> AsyncIterator[Any]:
     """An S3 client for a workspace s3 connection, or for the settings' S3 when `name` is None."""
-    resolved = await connections.resolve(pool, workspace_id, name) if name else None
+    resolved = (
+        await connections.resolve(pool, workspace_id, name, settings.secret_box()) if name else None
+    )
     params = s3_params(resolved, settings)
     style = params.pop("addressing_style", "auto")
     config = AioConfig(s3={"addressing_style": style})

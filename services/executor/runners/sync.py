@@ -61,7 +61,11 @@ async def _s3_to_postgres(ctx: AttemptContext, sync: S3ToPostgres) -> None:
     ctx.log.note(f"downloaded s3://{sync.bucket}/{sync.key} ({size} bytes)")
     schema, table = split_table(sync.table)
     async with connect.postgres(
-        services.pool, ctx.claimed.workspace_id, sync.connection, ctx.claimed.timeout_s
+        services.pool,
+        ctx.claimed.workspace_id,
+        sync.connection,
+        ctx.claimed.timeout_s,
+        box=services.settings.secret_box(),
     ) as conn:
         async with conn.transaction():
             if sync.truncate:
@@ -76,7 +80,11 @@ async def _postgres_to_s3(ctx: AttemptContext, sync: PostgresToS3) -> None:
     path = ctx.workdir() / "data.csv"
     services = ctx.services
     async with connect.postgres(
-        services.pool, ctx.claimed.workspace_id, sync.connection, ctx.claimed.timeout_s
+        services.pool,
+        ctx.claimed.workspace_id,
+        sync.connection,
+        ctx.claimed.timeout_s,
+        box=services.settings.secret_box(),
     ) as conn:
         status = await conn.copy_from_query(
             ctx.prepared.code,
