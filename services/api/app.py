@@ -29,10 +29,11 @@ from services.api.routes import (
     workspaces,
 )
 from services.api.schemas import error_responses
+from shared.db import connections as connection_repo
 from shared.db import tokens as token_repo
 from shared.db import workspaces as workspace_repo
 from shared.db.pool import Executor, create_pool
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("sluice.api")
 API_PREFIX = "/api/v1"
@@ -72,6 +73,11 @@ def create_app(settings: Settings) -> FastAPI:
                 raise
             stack.push_async_callback(pool.close)
             app.state.pool = pool
+            try:
+                await connection_repo.open_secrets(pool, settings)
+            except SettingsError as exc:
+                log.error("secret_key_invalid", error=str(exc))
+                raise
             if settings.bootstrap_token is not None:
                 await ensure_bootstrap_token(pool, settings.bootstrap_token.get_secret_value())
                 log.info("bootstrap_token_ensured", workspace="default")

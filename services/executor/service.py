@@ -55,6 +55,7 @@ from services.executor.sandbox import NodeUser, make_non_dumpable, node_user, st
 from services.executor.wake import first_set
 from services.executor.writer import Writer
 from shared import metrics
+from shared.db import connections
 from shared.db.pool import connect, create_pool
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings
@@ -419,6 +420,8 @@ async def run_executor(settings: Settings, config: ExecutorConfig, stop: asyncio
             application_name="sluice-executor",
         )
         stack.push_async_callback(pool.close)
+        # Fails here, naming SLUICE_SECRET_KEY, when the key cannot open the stored secrets.
+        await connections.open_secrets(pool, settings)
         executor = Executor(pool, settings.database_url, config, settings, user)
         log.info(
             "executor_started",

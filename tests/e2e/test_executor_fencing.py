@@ -30,6 +30,7 @@ from tests.support.executor import (
     save,
     wait_instance,
 )
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 LEASE_S = 3.0
@@ -133,7 +134,10 @@ async def test_a_disturbed_executor_s_sql_statement_is_cancelled_before_the_retr
     await pool.execute("CREATE SEQUENCE sluice_test_runs")
     async with pool.acquire() as conn:
         await connections.upsert(
-            conn, DEFAULT_WS, ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url})
+            conn,
+            DEFAULT_WS,
+            ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
     node = {
         "name": "q",

@@ -14,6 +14,7 @@ from shared.embedded.s3 import EmbeddedS3, ensure_bucket
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
 from tests.support.s3 import embedded_s3_fixture, s3_client_fixture, unique  # noqa: F401
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -21,7 +22,10 @@ Pool: TypeAlias = "asyncpg.Pool[Any]"
 async def add_connections(pool: Pool, db_url: str, s3: EmbeddedS3) -> None:
     async with pool.acquire() as conn:
         await connections.upsert(
-            conn, DEFAULT_WS, ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url})
+            conn,
+            DEFAULT_WS,
+            ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
         await connections.upsert(
             conn,
@@ -32,6 +36,7 @@ async def add_connections(pool: Pool, db_url: str, s3: EmbeddedS3) -> None:
                 config={"endpoint_url": s3.endpoint, "region": s3.region},
                 secrets={"access_key_id": s3.access_key, "secret_access_key": s3.secret_key},
             ),
+            suite_box(),
         )
 
 

@@ -26,6 +26,7 @@ from tests.support.executor import (
     wait_for,
     wait_instance,
 )
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -42,7 +43,10 @@ async def setup(pool: Pool, db_url: str, **node: Any) -> int:
     await pool.execute("CREATE SEQUENCE IF NOT EXISTS sluice_test_runs")
     async with pool.acquire() as conn:
         await connections.upsert(
-            conn, DEFAULT_WS, ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url})
+            conn,
+            DEFAULT_WS,
+            ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
     spec = {"name": "q", "type": "sql", "connection": "db", "code": SLEEPY, **node}
     version = await save(pool, flow("sqlcancel", [spec]))

@@ -51,10 +51,13 @@ SECRET_ENV = frozenset(
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "SLUICE_KAFKA_SASL_PASSWORD",
+        "SLUICE_SECRET_KEY",
     }
 )
 # Secrets production expects to exist in the namespace (created outside these manifests).
-EXTERNAL_SECRETS = frozenset({"sluice-database", "sluice-tokens", "sluice-s3", "sluice-kafka"})
+EXTERNAL_SECRETS = frozenset(
+    {"sluice-database", "sluice-tokens", "sluice-s3", "sluice-kafka", "sluice-secret-key"}
+)
 RUN_AS_USER = 10001
 # Which settings each named container port must agree with.
 PORT_SETTINGS = {

@@ -23,6 +23,7 @@ from services.executor.fencing import FenceLink, fence_argv, stop_request
 from shared.db import connections
 from shared.db.connections import ResolvedConnection
 from shared.db.pool import Executor
+from shared.secret_box import SecretBox
 
 _POSTGRES_KEYS = ("host", "port", "database", "user")
 log = structlog.get_logger("sluice.executor")
@@ -51,7 +52,9 @@ def postgres_params(
         params["ssl"] = str(config["sslmode"])
     if resolved.secrets.get("password"):
         params["password"] = resolved.secrets["password"]
-    server_settings = {"application_name": "sluice-node"}
+    # Values bound into literals are escaped for standard-conforming strings: force it on, so
+    # neither the server's, the database's, the role's nor the DSN's setting can change that.
+    server_settings = {"application_name": "sluice-node", "standard_conforming_strings": "on"}
     if statement_timeout_s is not None:
         server_settings["statement_timeout"] = str(max(1, int(statement_timeout_s * 1000)))
     params["server_settings"] = server_settings
@@ -212,15 +215,19 @@ async def postgres(
     name: str,
     statement_timeout_s: float | None = None,
     fence: FenceLink | None = None,
+    *,
+    box: SecretBox,
 ) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A workspace postgres connection, closed afterwards. When the attempt is stopped
     (timeout, terminate, drain, lost lease) its statement is cancelled on the server and the
     session ended before the attempt is reported over; with `fence`, also when this executor
     is paused past the lease deadline or dies."""
-    resolved = await connections.resolve(pool, workspace_id, name)
+    resolved = await connections.resolve(pool, workspace_id, name, box)
     params = postgres_params(resolved, statement_timeout_s)
     conn: asyncpg.Connection[Any] = await asyncpg.connect(**params)
     try:
+        if await conn.fetchval("SHOW standard_conforming_strings") != "on":
+            raise ConnectionConfigError("the server did not turn standard_conforming_strings on")
         await use_text_codecs(conn)
         async with statement_fence(conn, fence):
             yield conn
@@ -237,11 +244,13 @@ async def postgres(
 
 
 @asynccontextmanager
-async def s3(pool: Executor, workspace_id: int, name: str | None) -> AsyncIterator[Any]:
+async def s3(
+    pool: Executor, workspace_id: int, name: str | None, box: SecretBox
+) -> AsyncIterator[Any]:
     """An S3 client for a workspace s3 connection; None is an error (no platform fallback)."""
     if not name:
         raise ConnectionConfigError(NO_S3_CONNECTION)
-    resolved = await connections.resolve(pool, workspace_id, name)
+    resolved = await connections.resolve(pool, workspace_id, name, box)
     params = s3_params(resolved, name)
     style = params.pop("addressing_style", "auto")
     config = AioConfig(s3={"addressing_style": style})

@@ -105,6 +105,7 @@ async def run(ctx: AttemptContext) -> RunResult:
         node.connection,
         ctx.claimed.timeout_s,
         fence=ctx.fence,
+        box=ctx.services.settings.secret_box(),
     ) as conn:
         try:
             result = await execute(conn, ctx.prepared.code, ctx.prepared.args, ctx.log)
