@@ -25,7 +25,6 @@ _PR_SET_DUMPABLE = 4
 _PR_GET_DUMPABLE = 3
 
 # Variables sluice reads credentials from; none is needed after the settings were loaded.
-# (SLUICE_SECRET_KEY is left to the code that reads it, which may do so after start.)
 SECRET_VARIABLES = (
     "SLUICE_SECRET_KEY",
     "SLUICE_DATABASE_URL",
