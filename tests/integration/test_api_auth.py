@@ -125,6 +125,7 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/instances", {"workflow": "seed_m"}),
         ("/workspaces/{ws}/instances/{waiting}", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/log", None),
+        ("/workspaces/{ws}/instances/{waiting}/nodes/a/outputs", None),
         ("/workspaces/{ws}/events", {"trigger": "seed_t"}),
         ("/workspaces/{ws}/events/{event}", None),
     )
