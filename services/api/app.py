@@ -13,8 +13,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from services.api import errors
+from services.api.console import docs as console_docs
+from services.api.console import routes as console
 from services.api.middleware import BodyLimit, Observe
 from services.api.routes import (
     connections,
@@ -83,7 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc are served offline by the console package (console_docs.install).
+        docs_url=None,
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -96,6 +100,9 @@ def create_app(settings: Settings) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    console_docs.install(app, "sluice")
+    app.mount("/console/static", StaticFiles(directory=console.STATIC_DIR), name="console-static")
+    app.include_router(console.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(Observe, prefix=API_PREFIX)
     return app
