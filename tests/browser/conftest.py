@@ -56,7 +56,7 @@ class Shots:
 
     async def take(self, page: Page, name: str) -> Path:
         path = self.where / f"{len(self.taken) + 1:02d}-{name}.png"
-        await page.screenshot(path=str(path), full_page=False)
+        await page.screenshot(path=str(path), full_page=True)
         self.taken.append(path)
         extra = os.environ.get("SLUICE_CONSOLE_SCREENSHOTS")
         if extra and name in README_SHOTS:

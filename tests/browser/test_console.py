@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 WS = "/workspaces/default"
 SUCCESS_GREEN = "rgb(31, 157, 85)"
 RUNNING_BLUE = "rgb(30, 111, 217)"
+FAILED_RED = "rgb(214, 69, 69)"
 RUN_WAIT_MS = 40_000
 
 
@@ -37,11 +38,20 @@ async def manual_workflow(console: Console, name: str, nodes: list[dict[str, Any
 
 async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Console) -> None:
     greet = shell_node("greet", code='echo "hello ${workflow.triggerMessage.user}"')
-    await manual_workflow(console, "hello", [greet, shell_node("after", upstream=["greet"])])
+    nodes = [
+        greet,
+        shell_node("load", upstream=["greet"]),
+        shell_node("check", upstream=["greet"]),
+        shell_node("report", upstream=["load", "check"]),
+    ]
+    await manual_workflow(console, "hello", nodes)
+    await manual_workflow(console, "broken", [shell_node("fail", code="exit 3")])
+    await manual_workflow(console, "never_run", [shell_node("idle")])
+    await api_post(console, f"{WS}/workflows/broken/runs", {})
     await console.sign_in(console.server.token)
     page = await console.visit("/workflows/hello", "workflow")
     await expect(page.locator('svg.dag .node[data-node="greet"]')).to_contain_text("shell")
-    await expect(page.locator("svg.dag .edges path")).to_have_count(1)
+    await expect(page.locator("svg.dag .edges path")).to_have_count(4)
 
     await page.click("#run-button")
     await page.fill('#run-dialog textarea[name="trigger_message"]', '{"user": "ada"}')
@@ -54,7 +64,7 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
     assert await page.evaluate("window.stillTheSamePage") is True  # updated without a reload
     node = page.locator('svg.dag .node[data-node="greet"]')
     await expect(node).to_have_class("node st-succeeded")
-    await expect(page.locator("#gantt .bar")).to_have_count(2)
+    await expect(page.locator("#gantt .bar")).to_have_count(4)
     await expect(page.locator('#attempts tr[data-node="greet"] .exit-code')).to_have_text("0")
     await node.click()
     await expect(page.locator("#log")).to_contain_text("hello ada")
@@ -64,8 +74,15 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
     status = page.locator('tr[data-workflow="hello"] .status')
     await expect(status).to_have_text("Success")
     assert await status.evaluate("e => getComputedStyle(e).backgroundColor") == SUCCESS_GREEN
+    failed = page.locator('tr[data-workflow="broken"] .status')
+    await expect(failed).to_have_text("Failed")
+    assert await failed.evaluate("e => getComputedStyle(e).backgroundColor") == FAILED_RED
     page = await console.visit("/instances?state=succeeded", "instances")
     await expect(page.locator("#instances tbody tr[data-instance]")).to_have_count(1)
+    page = await console.visit("/instances?state=failed", "instances-failed")
+    await page.locator("#instances tbody tr[data-instance] a").first.click()
+    await expect(page.locator('#attempts tr[data-node="fail"] .exit-code')).to_have_text("3")
+    await console.shots.take(page, "instance-failed")
 
 
 async def test_operator_terminates_a_sleeping_run(console: Console, pool: Pool) -> None:

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from services.api import diff
-from services.api.console import layout, session
+from services.api.console import dag_svg, layout, session
 from services.api.console.running_status import LABELS, running_status
 from services.api.deps import allows, get_pool
 from services.api.pagination import decode_id, page_by_id
@@ -253,7 +253,7 @@ async def workflow_page(
     nodes = spec_version.spec.get("nodes", [])
     by_plan = {p["name"]: p for p in (plan or [])}
     graph = layout.layout({n["name"]: n.get("upstream", []) for n in nodes})
-    info = {
+    info: dict[str, dict[str, object]] = {
         n["name"]: {
             "type": n.get("type", ""),
             "priority": by_plan.get(n["name"], {}).get("priority", ""),
@@ -270,9 +270,7 @@ async def workflow_page(
         spec=spec_version.spec,
         versions=versions,
         graph=graph,
-        info=info,
-        node_w=layout.NODE_W,
-        node_h=layout.NODE_H,
+        dag_svg=dag_svg.render(graph, info),
         changes=changes,
         unified=unified,
         diff_from=diff_from,
@@ -355,19 +353,12 @@ async def instance_page(request: Request, instance_id: int) -> Response:
     except NotFound:
         return _not_found(request, principal, f"instance {instance_id}")
     graph = layout.layout({n.name: n.upstream for n in inst.nodes})
-    info = {
+    info: dict[str, dict[str, object]] = {
         n.name: {"type": n.type, "priority": n.priority, "weight": n.weight} for n in inst.nodes
     }
-    return _page(
-        request,
-        principal,
-        "instance.html",
-        graph=graph,
-        info=info,
-        node_w=layout.NODE_W,
-        node_h=layout.NODE_H,
-        **_instance_view(inst, datetime.now(UTC)),
-    )
+    view = _instance_view(inst, datetime.now(UTC))
+    svg = dag_svg.render(graph, info, view["node_states"])
+    return _page(request, principal, "instance.html", graph=graph, dag_svg=svg, **view)
 
 
 @router.get("/instances/{instance_id}/live", response_class=HTMLResponse)

@@ -111,13 +111,18 @@
     const box = () => svg.getBoundingClientRect();
     let view = { x: 0, y: 0, w: full.w, h: full.h };
     const apply = () => svg.setAttribute("viewBox", `${view.x} ${view.y} ${view.w} ${view.h}`);
-    const oneToOne = () => {
+    // 1:1 shows graph units as pixels; "fit" shows the whole graph but never enlarges it.
+    const frame = (scale) => {
       const r = box();
-      view = { x: 0, y: 0, w: r.width || full.w, h: r.height || full.h };
+      view = { x: 0, y: 0, w: (r.width || full.w) * scale, h: (r.height || full.h) * scale };
       apply();
     };
-    const fit = () => { view = { x: 0, y: 0, w: full.w, h: full.h }; apply(); };
-    // Large graphs open at 1:1 so names are readable; small ones fit the frame.
+    const oneToOne = () => frame(1);
+    const fit = () => {
+      const r = box();
+      frame(Math.max(full.w / (r.width || full.w), full.h / (r.height || full.h), 1));
+    };
+    // Large graphs open at 1:1 so names stay readable; small ones are shown whole.
     const r = box();
     if (full.w > r.width * 1.5 || full.h > r.height * 1.5) oneToOne(); else fit();
 
