@@ -145,3 +145,41 @@ def test_csrf_token_is_bound_to_the_session() -> None:
     assert session.csrf_ok("slc_a", session.csrf_token("slc_a"))
     assert not session.csrf_ok("slc_b", session.csrf_token("slc_a"))
     assert not session.csrf_ok("slc_a", None)
+
+
+async def test_developer_publishes_and_freezes_through_the_console_and_payloads_stay_text(
+    api_server: ApiServer, api: httpx.AsyncClient, pool: Pool
+) -> None:
+    spec = {"name": "wf", "type": "manual", "nodes": [shell_node("a")]}
+    assert (await api.post(f"{WS}/workflows", json=spec)).status_code == 201
+    event = await pool.fetchval(
+        """INSERT INTO events (workspace_id, source, subject, ref, received_at, payload)
+           VALUES (1, 'kafka', 'orders', 'orders/0/7', now(), $1::jsonb) RETURNING id""",
+        '{"value": "<script>alert(1)</script>"}',
+    )
+    await pool.execute(
+        """INSERT INTO event_outcomes (event_id, seq, trigger_name, outcome, detail)
+           VALUES ($1, 0, 'kt', 'filtered', 'filter value.a == ''b'' was false')""",
+        event,
+    )
+    developer = await make_token(pool, "default", "developer")
+    async with signed_in(api_server, developer) as client:
+        page = await client.get("/workflows/wf")
+        assert 'id="publish-button"' in page.text
+        headers = {"X-CSRF-Token": csrf_of(page.text)}
+        published = await client.post(
+            f"/console/api{WS}/workflows/wf/publish", json={"version": 1}, headers=headers
+        )
+        assert published.status_code == 200 and published.json()["published_version"] == 1
+        frozen = await client.post(f"/console/api{WS}/workflows/wf/freeze", headers=headers)
+        assert frozen.status_code == 200 and frozen.json()["frozen"] is True
+        listed = await client.get("/")
+        assert "frozen" in listed.text
+        shown = await client.get(f"/events/{event}")
+        assert "<script>alert(1)</script>" not in shown.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown.text
+        assert "filter value.a == &#39;b&#39; was false" in shown.text
+        filtered = await client.get("/events?outcome=filtered")
+        assert f'data-event="{event}"' in filtered.text
+        missing = await client.get(f"/console/api{WS}/instances/1/nodes/a/log")
+        assert missing.status_code == 404  # the API's answer, passed through

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.api.console import layout
+from services.api.console import dag_svg, instance_html, layout
 from services.api.console.running_status import running_status
+from shared.models.instances import AttemptOut, NodeInstanceOut
 
 T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
 
@@ -95,3 +96,42 @@ def test_gantt_places_bars_by_time_and_keeps_running_ones_open() -> None:
 )
 def test_running_status(active: dict[str, int], last: str | None, status: str) -> None:
     assert running_status(active, last) == status
+
+
+HOSTILE = '<script>alert("x")</script>&'
+
+
+def test_svg_and_attempt_rows_escape_every_value_from_specs_and_attempts() -> None:
+    drawn = layout.layout({HOSTILE: [], "b": [HOSTILE]})
+    info = {name: {"type": HOSTILE, "priority": 1, "weight": 2} for name in (HOSTILE, "b")}
+    svg = dag_svg.render(drawn, info, {HOSTILE: "running", "b": "pending"})
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert svg.count('class="node st-') == 2 and "p1 · w2" in svg
+    node = NodeInstanceOut(
+        id=1,
+        name=HOSTILE,
+        type="shell",
+        state="failed",
+        priority=1,
+        weight=1,
+        resource_group="default",
+        upstream=[],
+        attempts=[
+            AttemptOut(
+                id=1,
+                attempt=1,
+                state="failed",
+                reason=HOSTILE,
+                exit_code=3,
+                executor=None,
+                started_at=T0,
+                finished_at=T0 + timedelta(seconds=1),
+                parameters={"p": HOSTILE},
+            )
+        ],
+    )
+    rows = instance_html.attempt_rows([node])
+    assert "<script>" not in rows and rows.count("&lt;script&gt;") == 5
+    assert '<td class="exit-code">3</td>' in rows
+    bars, _ = layout.gantt([layout.Span(HOSTILE, 1, "failed", T0, T0)], now=T0)
+    assert "<script>" not in instance_html.gantt_svg(bars)

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from services.api import diff
-from services.api.console import dag_svg, layout, session
+from services.api.console import dag_svg, instance_html, layout, session
 from services.api.console.running_status import LABELS, running_status
 from services.api.deps import allows, get_pool
 from services.api.pagination import decode_id, page_by_id
@@ -334,6 +334,8 @@ def _instance_view(inst: InstanceOut, now: datetime) -> dict[str, Any]:
         "inst": inst,
         "bars": bars,
         "total_s": total,
+        "gantt_svg": instance_html.gantt_svg(bars),
+        "attempt_rows": instance_html.attempt_rows(inst.nodes),
         "node_states": {n.name: n.state for n in inst.nodes},
     }
 
