@@ -86,7 +86,7 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
 
 
 async def test_operator_terminates_a_sleeping_run(console: Console, pool: Pool) -> None:
-    await manual_workflow(console, "sleepy", [shell_node("nap", code="sleep 60")])
+    await manual_workflow(console, "sleepy", [shell_node("nap", code="echo napping; sleep 60")])
     answer = await api_post(console, f"{WS}/workflows/sleepy/runs", {})
     instance = answer.json()["instance_id"]
     await console.sign_in(console.server.token)
@@ -94,6 +94,8 @@ async def test_operator_terminates_a_sleeping_run(console: Console, pool: Pool) 
     await expect(page.locator('svg.dag .node[data-node="nap"]')).to_have_class(
         "node st-running", timeout=RUN_WAIT_MS
     )
+    await page.locator('svg.dag .node[data-node="nap"]').click()
+    await expect(page.locator("#log")).to_contain_text("napping")  # tail of a running attempt
     await console.shots.take(page, "instance-running")
 
     page = await console.visit("/", "workflows-running")
@@ -121,16 +123,43 @@ async def test_operator_terminates_a_sleeping_run(console: Console, pool: Pool) 
     assert attempt == "terminated"
 
 
+def layered(count: int, width: int = 20) -> list[dict[str, Any]]:
+    """`count` nodes in layers of `width`, each fed by one or two nodes of the layer above."""
+    nodes = []
+    for i in range(count):
+        layer, pos = divmod(i, width)
+        ups = [f"n{i - width}"] if layer else []
+        if layer and pos % 3 == 0:
+            ups.append(f"n{(layer - 1) * width + (pos + 7) % width}")
+        nodes.append(shell_node(f"n{i}", upstream=ups))
+    return nodes
+
+
 async def test_viewer_sees_no_buttons_and_a_forged_post_gets_403(
     console: Console, pool: Pool
 ) -> None:
     await manual_workflow(console, "hello", [shell_node("greet", code="echo hi")])
+    await manual_workflow(console, "big", layered(400))
     answer = await api_post(console, f"{WS}/workflows/hello/runs", {})
     instance = answer.json()["instance_id"]
     await console.sign_in(await make_token(pool, "default", "viewer"))
     page = await console.visit("/workflows/hello", "workflow-as-viewer")
     await expect(page.locator("#role")).to_have_text("viewer")
     await expect(page.locator("#actions button")).to_have_count(0)
+    page = await console.visit("/workflows/big", "dag-400")
+    await expect(page.locator("svg.dag .node")).to_have_count(400)
+    # Readable as it opens: node names at least 10 px tall on screen.
+    name = page.locator('svg.dag .node[data-node="n0"] text.name')
+    assert (await name.bounding_box() or {"height": 0})["height"] >= 10
+    await page.fill("[data-dag-find]", "n399")
+    await page.press("[data-dag-find]", "Enter")
+    await expect(page.locator("svg.dag .node.found")).to_have_count(1)
+    frame = await page.locator("svg.dag").bounding_box()
+    found = await page.locator('svg.dag .node[data-node="n399"]').bounding_box()
+    assert frame is not None and found is not None
+    assert frame["x"] <= found["x"] and found["x"] + found["width"] <= frame["x"] + frame["width"]
+    assert frame["y"] <= found["y"] and found["y"] + found["height"] <= frame["y"] + frame["height"]
+    await console.shots.take(page, "dag-400-found")
     page = await console.visit(f"/instances/{instance}", "instance-as-viewer")
     await expect(page.locator("#terminate")).to_have_count(0)
     await expect(page.locator("#rerun-all")).to_have_count(0)

@@ -168,7 +168,9 @@
       svg.querySelectorAll(".node.found").forEach((n) => n.classList.remove("found"));
       const wanted = find.value.trim();
       if (!wanted) return;
-      const node = [...svg.querySelectorAll(".node")].find((n) => n.dataset.node.includes(wanted));
+      const nodes = [...svg.querySelectorAll(".node")];
+      const node = nodes.find((n) => n.dataset.node === wanted)
+        || nodes.find((n) => n.dataset.node.includes(wanted));
       if (!node) { flash("no node named like " + wanted, false); return; }
       node.classList.add("found");
       const m = /translate\(([-\d.]+),([-\d.]+)\)/.exec(node.getAttribute("transform"));
