@@ -28,6 +28,7 @@ from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.instances import NewInstance, create_instances
 from shared.db.pool import connect
+from shared.logging import configure as configure_logging
 from shared.models.triggers import KafkaTriggerSpec
 from shared.models.workflows import WorkflowSpec
 from shared.settings import load_settings
@@ -168,6 +169,8 @@ async def measure(client: httpx.AsyncClient, path: str, repeat: int) -> dict[str
 
 
 async def main(args: argparse.Namespace) -> None:
+    # Only results on stdout: the per-request log lines are at info level.
+    configure_logging("json", "warning")
     with postgres_server() as server:
         async with fresh_database(server, "sluice_bench_console") as dsn:
             token, big, event = await seed(dsn, args.instances, args.events, args.nodes)
