@@ -47,6 +47,13 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
     await manual_workflow(console, "hello", nodes)
     await manual_workflow(console, "broken", [shell_node("fail", code="exit 3")])
     await manual_workflow(console, "never_run", [shell_node("idle")])
+    daily = {
+        "name": "daily",
+        "type": "scheduled",
+        "schedule": {"cron": "0 2 * * *"},
+        "nodes": [shell_node("load")],
+    }
+    await api_post(console, f"{WS}/workflows?publish=true", daily)
     await api_post(console, f"{WS}/workflows/broken/runs", {})
     await console.sign_in(console.server.token)
     page = await console.visit("/workflows/hello", "workflow")
@@ -54,11 +61,21 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
     await expect(page.locator("svg.dag .edges path")).to_have_count(4)
 
     await page.click("#run-button")
+    error = page.locator("#run-dialog [data-error]")
+    await page.fill('#run-dialog textarea[name="trigger_message"]', '{"user": ')
+    await page.click("#run-submit")
+    await expect(error).to_contain_text("trigger_message: not valid JSON")
     await page.fill('#run-dialog textarea[name="trigger_message"]', '{"user": "ada"}')
+    await page.fill('#run-dialog input[name="bizdate"]', "2026-13-45")
+    await page.click("#run-submit")
+    await expect(error).to_contain_text("422")  # the API's answer, naming the field
+    await expect(error).to_contain_text("bizdate")
+    await page.fill('#run-dialog input[name="bizdate"]', "2026-12-04")
     await console.shots.take(page, "run-dialog")
     await page.click("#run-submit")
     await page.wait_for_url("**/instances/*")
     await page.evaluate("window.stillTheSamePage = true")
+    await expect(page.locator("main")).to_contain_text("bizdate 2026-12-04")
     state = page.locator("#instance-state")
     await expect(state).to_have_text("succeeded", timeout=RUN_WAIT_MS)
     assert await page.evaluate("window.stillTheSamePage") is True  # updated without a reload
@@ -77,7 +94,15 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
     failed = page.locator('tr[data-workflow="broken"] .status')
     await expect(failed).to_have_text("Failed")
     assert await failed.evaluate("e => getComputedStyle(e).backgroundColor") == FAILED_RED
-    page = await console.visit("/instances?state=succeeded", "instances")
+    page = await console.visit("/workflows/daily", "workflow-scheduled")
+    await page.click("#backfill-button")
+    await page.fill('#backfill-dialog input[name="start"]', "2026-11-01T00:00:00Z")
+    await page.fill('#backfill-dialog input[name="end"]', "2026-11-03T23:00:00Z")
+    await page.click("#backfill-dialog button[type=submit]")
+    await expect(page.locator("#flash")).to_contain_text("Backfill")
+    page = await console.visit("/instances?workflow=daily&kind=backfill", "instances-backfill")
+    await expect(page.locator("#instances tbody tr[data-instance]")).to_have_count(3)
+    page = await console.visit("/instances?workflow=hello&state=succeeded", "instances")
     await expect(page.locator("#instances tbody tr[data-instance]")).to_have_count(1)
     page = await console.visit("/instances?state=failed", "instances-failed")
     await page.locator("#instances tbody tr[data-instance] a").first.click()
