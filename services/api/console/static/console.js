@@ -88,7 +88,10 @@
     if (!form) return;
     ev.preventDefault();
     const error = form.querySelector("[data-error]");
+    const submit = form.querySelector("[type=submit]");
+    if (submit.disabled) return;  // a second click while the first request is out
     error.hidden = true;
+    submit.disabled = true;
     try {
       const data = await callApi(form.dataset.submit, formBody(form));
       if (form.dataset.kind === "run") {
@@ -100,6 +103,8 @@
     } catch (e) {
       error.textContent = e.message;
       error.hidden = false;
+    } finally {
+      submit.disabled = false;
     }
   });
 
