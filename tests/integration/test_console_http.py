@@ -51,7 +51,9 @@ async def test_signin_sets_an_httponly_strict_cookie_and_signout_clears_it(
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
         page = await client.get("/")
         assert page.status_code == 200 and "Workflows" in page.text
-        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert "unsafe-inline" not in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
         forged = await client.post("/signout", data={"csrf": "0" * 64})
         assert forged.status_code == 403
         out = await client.post("/signout", data={"csrf": csrf_of(page.text)})

@@ -56,11 +56,20 @@ OUTCOMES: Final = (
 )
 # Headers of the API's answer worth passing to the page (log paging).
 _FORWARDED: Final = ("content-type", "x-sluice-attempt", "x-sluice-last-seq", "x-sluice-finished")
-# Pages load only this origin's files, run no inline script and cannot be framed.
-CSP: Final = (
-    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
-    "base-uri 'none'; object-src 'none'"
-)
+# Pages load only this origin's files, run no inline script and cannot be framed; they hold a
+# CSRF token and workspace data, so no cache keeps them and no other site learns their URLs.
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
+        "base-uri 'none'; object-src 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+# A followed log streams until its attempt ends; the console polls instead, so the door it goes
+# through never holds a request open for the length of a run.
+_NOT_FORWARDED_PARAMS: Final = frozenset({"follow"})
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["json"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
@@ -100,7 +109,7 @@ def _page(
     response = templates.TemplateResponse(
         request, name, {**base, **context}, status_code=status_code
     )
-    response.headers["Content-Security-Policy"] = CSP
+    response.headers.update(PAGE_HEADERS)
     return response
 
 
@@ -192,7 +201,11 @@ async def through_api(request: Request, path: str) -> Response:
         answer = await client.request(
             request.method,
             f"{API_PREFIX}/{path}",
-            params=list(request.query_params.multi_items()),
+            params=[
+                (k, v)
+                for k, v in request.query_params.multi_items()
+                if k not in _NOT_FORWARDED_PARAMS
+            ],
             content=await request.body(),
             headers=headers,
         )
