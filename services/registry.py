@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "scheduler": "services.scheduler.service",
     "kafka-listener": "services.kafka_listener.service",
     "storage-listener": "services.storage_listener.service",
+    "notifier": "services.notifier.service",
 }
 # Client sub-commands live next to the service they talk about; each module has `register`.
 COMMAND_MODULES: tuple[str, ...] = (
