@@ -212,6 +212,7 @@ async def test_always_failing_receiver_ends_dead_after_the_last_try(
                 await make_due(pool)
             await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'dead'")
         row = await pool.fetchrow("SELECT * FROM notifications WHERE id = $1", row_id)
+        assert row is not None
         assert row["attempts"] == 3 and "HTTP 500" in row["last_error"]
         assert len(hook.requests) == 3
         assert len({r.headers["idempotency-key"] for r in hook.requests}) == 1
