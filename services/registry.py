@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.scheduler.commands",
     "services.kafka_listener.commands",
     "services.storage_listener.commands",
+    "services.notifier.commands",
 )
 
 ServiceRun = Callable[[Settings, asyncio.Event], Awaitable[None]]

@@ -21,6 +21,7 @@ from services.api.routes import (
     events,
     health,
     instances,
+    notifications,
     runs,
     tokens,
     triggers,
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX, responses=error_responses())
     for module in (workspaces, tokens, connections, triggers, workflows, runs, instances, events):
         api.include_router(module.router)
+    api.include_router(notifications.router)
     app.include_router(api)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
