@@ -270,8 +270,13 @@ async def run_notifier(settings: Settings, config: NotifierConfig, stop: asyncio
         )
         stack.push_async_callback(pool.close)
         # trust_env=False: a proxy from the environment would bypass the address pinning.
+        # No keep-alive: pooled connections are keyed by the pinned address, and one opened
+        # (and certificate-checked) for one host name must never carry another host's request.
         client = httpx.AsyncClient(
-            timeout=config.timeout_s, follow_redirects=False, trust_env=False
+            timeout=config.timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         stack.push_async_callback(client.aclose)
         notifier = Notifier(pool, config, HttpSender(client, allow_private=config.allow_private))

@@ -59,8 +59,9 @@ def _pinned(url: str, address: IPAddress) -> Target:
     return Target(target, host_header, host if parts.scheme == "https" else None)
 
 
-async def resolve(url: str, *, allow_private: bool) -> Target:
-    """Resolve and check the URL's host; raise Refused naming the address and why."""
+async def resolve(url: str, *, allow_private: bool) -> list[Target]:
+    """Resolve and check the URL's host: one target per address, in resolver order (all of
+    them checked). Raises Refused naming the address and why."""
     parts = urlsplit(url)
     host = parts.hostname
     if parts.scheme not in ("http", "https") or not host:
@@ -93,4 +94,4 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
                     f"{host} resolves to {address}, a {why} address "
                     "(set SLUICE_NOTIFY_ALLOW_PRIVATE=true to allow it)"
                 )
-    return _pinned(url, addresses[0])
+    return [_pinned(url, address) for address in addresses]

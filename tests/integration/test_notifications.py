@@ -333,3 +333,19 @@ async def test_unknown_or_wrong_kind_connections_are_rejected_at_save(
             pool, flow("bad", [{"name": "a", "type": "shell", "code": "true"}], notify=[rule])
         )
     assert info.value.field == field
+
+
+async def test_the_checked_address_is_called_with_the_original_host(
+    pool: Pool, db_url: str
+) -> None:
+    async with http_receiver() as hook:
+        url = f"http://localhost:{hook.port}/hook?x=1"
+        rule = NotifyRule(on=["failure"], channel="wecom", url=url)
+        async with pool.acquire() as conn:
+            await enqueue_test(conn, DEFAULT_WS, rule)
+        async with running_notifier(db_url):
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'sent'")
+        [request] = hook.requests
+        assert request.headers["host"] == f"localhost:{hook.port}"
+        assert request.path == "/hook?x=1"
+        assert request.json()["msgtype"] == "text"

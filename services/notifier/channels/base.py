@@ -51,27 +51,36 @@ class HttpSender:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         try:
-            target = await resolve(url, allow_private=self.allow_private)
+            targets = await resolve(url, allow_private=self.allow_private)
         except Refused as exc:
             raise PermanentError(str(exc)) from None
         except OSError as exc:
             raise DeliveryError(str(exc)) from None
-        extensions = {"sni_hostname": target.server_name} if target.server_name else {}
-        try:
-            response = await self.client.post(
-                target.url,
-                content=body,
-                headers={
-                    **headers,
-                    "Host": target.host_header,
-                    "Content-Type": "application/json",
-                    "User-Agent": "sluice-notifier",
-                },
-                extensions=extensions,
-                follow_redirects=False,
-            )
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        response: httpx.Response | None = None
+        error = ""
+        for target in targets:
+            extensions = {"sni_hostname": target.server_name} if target.server_name else {}
+            try:
+                response = await self.client.post(
+                    target.url,
+                    content=body,
+                    headers={
+                        **headers,
+                        "Host": target.host_header,
+                        "Content-Type": "application/json",
+                        "User-Agent": "sluice-notifier",
+                    },
+                    extensions=extensions,
+                    follow_redirects=False,
+                )
+                break
+            except httpx.ConnectError as exc:
+                # Nothing was sent: the next checked address of the host may answer.
+                error = f"ConnectError: {exc}"
+            except httpx.HTTPError as exc:
+                raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        if response is None:
+            raise DeliveryError(error or "no address to connect to")
         if not 200 <= response.status_code < 300:
             raise DeliveryError(f"HTTP {response.status_code} from the receiver")
         return response
