@@ -76,19 +76,33 @@ ON CONFLICT (message_id, rule_no) DO NOTHING
 RETURNING id;
 
 -- name: enqueue_sla_misses
--- Instances still unfinished `policy.sla_s` after their creation, not yet notified. Read from
--- the partial index of unfinished instances; the UNIQUE message id makes it fire once.
-WITH late AS (
-    SELECT i.id
-    FROM instances i
-    JOIN workflow_versions v ON v.workflow_id = i.workflow_id AND v.version = i.version
-    WHERE i.state IN ('waiting', 'running')
-      AND jsonb_typeof(v.spec -> 'policy' -> 'sla_s') = 'number'
+-- Instances still unfinished `policy.sla_s` after their creation, not yet notified. A version's
+-- spec is read once per sweep (not once per instance): the distinct versions of unfinished
+-- instances first, then only the instances of versions with an SLA rule that are old enough.
+-- The UNIQUE message id makes `sla_miss` fire once whatever races.
+WITH versions AS MATERIALIZED (
+    SELECT DISTINCT workflow_id, version FROM instances WHERE state IN ('waiting', 'running')
+),
+slas AS MATERIALIZED (
+    SELECT v.workflow_id, v.version, (v.spec -> 'policy' ->> 'sla_s')::float8 AS sla_s
+    FROM versions q
+    JOIN workflow_versions v ON v.workflow_id = q.workflow_id AND v.version = q.version
+    WHERE jsonb_typeof(v.spec -> 'policy' -> 'sla_s') = 'number'
       AND jsonb_path_exists(v.spec, '$.policy.notify[*] ? (@.on[*] == "sla_miss")')
-      AND i.created_at + make_interval(secs => (v.spec -> 'policy' ->> 'sla_s')::float8) <= now()
-      AND NOT EXISTS (SELECT 1 FROM notifications x
-                      WHERE x.instance_id = i.id AND x.event = 'sla_miss')
-    ORDER BY i.created_at
+),
+late AS (
+    SELECT i.id
+    FROM slas s
+    CROSS JOIN LATERAL (
+        SELECT i.id FROM instances i
+        WHERE i.workflow_id = s.workflow_id AND i.version = s.version
+          AND i.state IN ('waiting', 'running')
+          AND i.created_at <= now() - make_interval(secs => s.sla_s)
+          AND NOT EXISTS (SELECT 1 FROM notifications x
+                          WHERE x.instance_id = i.id AND x.event = 'sla_miss')
+        ORDER BY i.created_at
+        LIMIT $1
+    ) i
     LIMIT $1
 )
 SELECT coalesce(array_agg(id), '{}') AS ids FROM late;

@@ -36,6 +36,8 @@ CREATE TABLE notifications (
 -- The notifier's claim: due pending rows in order.
 CREATE INDEX notifications_due ON notifications (next_at, id) WHERE state = 'pending';
 CREATE INDEX notifications_workspace ON notifications (workspace_id, id DESC);
--- SLA sweep: unfinished instances by age (the sweep reads only instances old enough to matter).
+-- An instance's notifications (API filter, SLA "already raised?", cascade on instance delete).
+CREATE INDEX notifications_instance ON notifications (instance_id, event);
+-- SLA sweep: unfinished instances by age (it reads only instances old enough to matter).
 CREATE INDEX instances_unfinished_created ON instances (created_at)
     WHERE state IN ('waiting', 'running');
