@@ -320,6 +320,9 @@ def run_dev(*, reset: bool = False, state: Path = STATE_DIR) -> int:
     env.setdefault("SLUICE_KAFKA_SESSION_TIMEOUT_MS", "2000")
     env.setdefault("SLUICE_KAFKA_HEARTBEAT_INTERVAL_MS", "100")
     env.setdefault("SLUICE_STORAGE_KAFKA_SESSION_TIMEOUT_MS", "2000")
+    # Local receivers (a webhook on localhost, a dev SMTP server) are what dev is for.
+    env.setdefault("SLUICE_NOTIFY_ALLOW_PRIVATE", "true")
+    env.setdefault("SLUICE_CONSOLE_URL", f"http://127.0.0.1:{env.get('SLUICE_API_PORT', '8080')}")
     token = _secret(state, "SLUICE_BOOTSTRAP_TOKEN", "token", "slc_dev_")
     webhook_token = _secret(state, "SLUICE_WEBHOOK_TOKENS", "webhook-token", "whk_dev_")
     env.setdefault("SLUICE_SECRET_KEY", _secret_key(state))

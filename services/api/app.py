@@ -25,6 +25,7 @@ from services.api.routes import (
     events,
     health,
     instances,
+    notifications,
     outputs,
     runs,
     tokens,
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (workspaces, tokens, connections, triggers, workflows, runs, instances, events):
         api.include_router(module.router)
     api.include_router(outputs.router)
+    api.include_router(notifications.router)
     app.include_router(api)
     app.include_router(health.router)
     console_docs.install(app, "sluice")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.db.errors import NotFound
 from shared.db.pool import Executor
@@ -20,7 +20,7 @@ from shared.secret_box import SecretBox, SecretKeyError
 from shared.settings import Settings, SettingsError
 
 Q = load(__file__)
-ConnectionKind = Literal["postgres", "s3", "kafka"]
+ConnectionKind = Literal["postgres", "s3", "kafka", "smtp", "secret"]
 
 
 class ConnectionSpec(Spec):
@@ -30,6 +30,19 @@ class ConnectionSpec(Spec):
     kind: ConnectionKind
     config: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ConnectionSpec:
+        # Notification connections are checked here so a typo fails at save, not at send time.
+        if self.kind == "smtp":
+            for key in ("host", "from"):
+                if not isinstance(self.config.get(key), str) or not self.config[key]:
+                    raise ValueError(f"config.{key}: required for an smtp connection")
+            if self.config.get("tls", "starttls") not in ("starttls", "tls", "none"):
+                raise ValueError("config.tls: must be starttls, tls or none")
+        if self.kind == "secret" and self.secrets is not None and not self.secrets.get("key"):
+            raise ValueError("secrets.key: a secret connection holds its key under secrets.key")
+        return self
 
 
 class ConnectionOut(Record):

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.models.common import Name, Priority, Record, Spec, Weighting
+from shared.models.notifications import NotifyRule, node_rules
 from shared.params.binding.reparsed import find_reparsed
 from shared.params.outputs import invalid_references, output_references
 from shared.params.resolution import BUILTIN_NAMESPACES
@@ -46,6 +47,8 @@ class NodeBase(Spec):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     resource_group: Name | None = None
     description: str | None = None
+    # Adds to the workflow's rules for this node's own events (status subscription).
+    notify: Annotated[list[NotifyRule], AfterValidator(node_rules)] = Field(default_factory=list)
 
     @field_validator("upstream")
     @classmethod
@@ -135,7 +138,9 @@ class Policy(Spec):
     retry_delay_s: float = Field(default=60, ge=0, le=86400)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     resource_group: Name = "default"
-    notify: list[str] = Field(default_factory=list)
+    notify: list[NotifyRule] = Field(default_factory=list)
+    # An instance unfinished this long after its creation raises `sla_miss` once.
+    sla_s: float | None = Field(default=None, gt=0, le=365 * 86400)
 
 
 class Schedule(Spec):
