@@ -97,8 +97,7 @@
       if (form.dataset.kind === "run") {
         window.location.assign("/instances/" + data.instance_id);
       } else {
-        form.closest("dialog").close();
-        flash("Backfill " + (data.id || "") + " created", true);
+        window.location.assign("/instances?backfill=" + data.id);
       }
     } catch (e) {
       error.textContent = e.message;
