@@ -114,9 +114,15 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
 
 async def test_operator_terminates_a_sleeping_run(console: Console, pool: Pool) -> None:
     await manual_workflow(console, "sleepy", [shell_node("nap", code="echo napping; sleep 60")])
+    await console.sign_in(console.server.token)
+    page = console.page
+    status = page.locator('tr[data-workflow="sleepy"] .status')
+    await expect(status).to_have_text("Not run")
+    await page.evaluate("window.stillTheSamePage = true")
     answer = await api_post(console, f"{WS}/workflows/sleepy/runs", {})
     instance = answer.json()["instance_id"]
-    await console.sign_in(console.server.token)
+    await expect(status).to_have_text("Running", timeout=RUN_WAIT_MS)  # the list refreshes itself
+    assert await page.evaluate("window.stillTheSamePage") is True
     page = await console.visit(f"/instances/{instance}", "instance-waiting")
     await expect(page.locator('svg.dag .node[data-node="nap"]')).to_have_class(
         "node st-running", timeout=RUN_WAIT_MS

@@ -223,6 +223,7 @@
     const svg = root.querySelector("svg.dag");
     let timer = null;
     const tick = async () => {
+      if (document.hidden) return;
       try {
         const response = await fetch(root.dataset.live, { credentials: "same-origin" });
         if (response.ok) {
@@ -252,7 +253,23 @@
     timer = setInterval(tick, POLL_MS);
   }
 
+  // Lists showing live state ([data-refresh]: milliseconds) re-read this same page and swap in
+  // the element of the same id, so statuses change without a reload.
+  function setupRefresh(el) {
+    setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        const response = await fetch(window.location.href, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        const next = fresh.getElementById(el.id);
+        if (next) el.innerHTML = next.innerHTML;
+      } catch (e) { /* retried on the next tick */ }
+    }, Number(el.dataset.refresh));
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-refresh]").forEach(setupRefresh);
     document.querySelectorAll("svg.dag").forEach(setupDag);
     const root = document.getElementById("live-root");
     if (root) setupLive(root);
