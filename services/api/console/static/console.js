@@ -222,13 +222,23 @@
   function setupLive(root) {
     const svg = root.querySelector("svg.dag");
     let timer = null;
+    let lastHtml = null;
     const tick = async () => {
       if (document.hidden) return;
       try {
         const response = await fetch(root.dataset.live, { credentials: "same-origin" });
         if (response.ok) {
           const live = document.getElementById("live");
-          live.innerHTML = await response.text();
+          const html = await response.text();
+          if (html !== lastHtml) {
+            // Keep open what the reader opened (an attempt's parameters) across the swap.
+            const open = [...live.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key);
+            live.innerHTML = html;
+            lastHtml = html;
+            for (const d of live.querySelectorAll("details[data-key]")) {
+              if (open.includes(d.dataset.key)) d.open = true;
+            }
+          }
           const data = live.querySelector("#live-data");
           const states = JSON.parse(data.dataset.states);
           for (const node of svg.querySelectorAll(".node")) {
