@@ -183,6 +183,7 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         "",
         "sluice dev is ready",
         f"  API:       {api}/api/v1   (OpenAPI docs: {api}/docs)",
+        f"  console:   {api}/   (sign in with the token below)",
         f"  token:     {token}",
         f"  webhook:   http://127.0.0.1:{settings.webhook_port}/hooks/s3   (Bearer {webhook})",
         f"  Kafka:     {settings.kafka_bootstrap}    S3/SQS: http://127.0.0.1:{ports.s3}",

@@ -99,9 +99,11 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
     await page.fill('#backfill-dialog input[name="start"]', "2026-11-01T00:00:00Z")
     await page.fill('#backfill-dialog input[name="end"]', "2026-11-03T23:00:00Z")
     await page.click("#backfill-dialog button[type=submit]")
-    await expect(page.locator("#flash")).to_contain_text("Backfill")
-    page = await console.visit("/instances?workflow=daily&kind=backfill", "instances-backfill")
-    await expect(page.locator("#instances tbody tr[data-instance]")).to_have_count(3)
+    await page.wait_for_url("**/instances?backfill=*")  # the new group, one run per day
+    rows = page.locator("#instances tbody tr[data-instance]")
+    await expect(rows).to_have_count(3)
+    await expect(rows.first).to_contain_text("backfill")
+    await console.shots.take(page, "instances-backfill")
     page = await console.visit("/instances?workflow=hello&state=succeeded", "instances")
     await expect(page.locator("#instances tbody tr[data-instance]")).to_have_count(1)
     page = await console.visit("/instances?state=failed", "instances-failed")
@@ -112,9 +114,15 @@ async def test_operator_runs_a_workflow_and_watches_it_turn_green(console: Conso
 
 async def test_operator_terminates_a_sleeping_run(console: Console, pool: Pool) -> None:
     await manual_workflow(console, "sleepy", [shell_node("nap", code="echo napping; sleep 60")])
+    await console.sign_in(console.server.token)
+    page = console.page
+    status = page.locator('tr[data-workflow="sleepy"] .status')
+    await expect(status).to_have_text("Not run")
+    await page.evaluate("window.stillTheSamePage = true")
     answer = await api_post(console, f"{WS}/workflows/sleepy/runs", {})
     instance = answer.json()["instance_id"]
-    await console.sign_in(console.server.token)
+    await expect(status).to_have_text("Running", timeout=RUN_WAIT_MS)  # the list refreshes itself
+    assert await page.evaluate("window.stillTheSamePage") is True
     page = await console.visit(f"/instances/{instance}", "instance-waiting")
     await expect(page.locator('svg.dag .node[data-node="nap"]')).to_have_class(
         "node st-running", timeout=RUN_WAIT_MS

@@ -175,6 +175,17 @@ async def test_developer_publishes_and_freezes_through_the_console_and_payloads_
         assert published.status_code == 200 and published.json()["published_version"] == 1
         frozen = await client.post(f"/console/api{WS}/workflows/wf/freeze", headers=headers)
         assert frozen.status_code == 200 and frozen.json()["frozen"] is True
+        spec["nodes"] = [shell_node("a"), shell_node("b", upstream=["a"])]
+        assert (await api.put(f"{WS}/workflows/wf", json=spec)).status_code == 200
+        old = await client.get("/workflows/wf?version=1")
+        assert 'id="revert-button"' in old.text and "showing v1" in old.text
+        reverted = await client.post(
+            f"/console/api{WS}/workflows/wf/revert", json={"version": 1}, headers=headers
+        )
+        assert reverted.status_code == 200, reverted.text
+        assert reverted.json()["version"] == 3
+        latest = await client.get("/workflows/wf")
+        assert 'data-node="b"' not in latest.text and "Latest v3" in latest.text
         listed = await client.get("/")
         assert "frozen" in listed.text
         shown = await client.get(f"/events/{event}")

@@ -131,7 +131,7 @@ def test_svg_and_attempt_rows_escape_every_value_from_specs_and_attempts() -> No
         ],
     )
     rows = instance_html.attempt_rows([node])
-    assert "<script>" not in rows and rows.count("&lt;script&gt;") == 5
+    assert "<script>" not in rows and rows.count("&lt;script&gt;") == 6
     assert '<td class="exit-code">3</td>' in rows
     bars, _ = layout.gantt([layout.Span(HOSTILE, 1, "failed", T0, T0)], now=T0)
     assert "<script>" not in instance_html.gantt_svg(bars)

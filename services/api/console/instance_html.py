@@ -56,7 +56,8 @@ def attempt_rows(nodes: Sequence[NodeInstanceOut]) -> str:
             if a.parameters:
                 text = escape(json.dumps(a.parameters, indent=2, sort_keys=True, default=str))
                 params = (
-                    f"<details><summary>{len(a.parameters)}</summary><pre>{text}</pre></details>"
+                    f'<details data-key="{name}#{a.attempt}"><summary>{len(a.parameters)}'
+                    f"</summary><pre>{text}</pre></details>"
                 )
             code = "" if a.exit_code is None else str(a.exit_code)
             out.append(

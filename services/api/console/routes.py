@@ -299,6 +299,7 @@ async def instances_page(
     state: Annotated[str | None, Query(max_length=32)] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     since: Annotated[datetime | None, Query()] = None,
+    backfill: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     principal = await _principal(request)
@@ -315,13 +316,15 @@ async def instances_page(
             states,
             kinds,
             since,
-            None,
+            backfill,
             PAGE_SIZE + 1,
         )
     page, nxt = page_by_id(rows, lambda r: int(r["id"]), PAGE_SIZE)
     filters = {"workflow": workflow or "", "state": state or "", "kind": kind or ""}
     if since is not None:
         filters["since"] = since.isoformat()
+    if backfill is not None:
+        filters["backfill"] = str(backfill)
     next_url = "/instances?" + urlencode({**filters, "cursor": nxt}) if nxt else None
     return _page(
         request,

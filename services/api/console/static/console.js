@@ -97,8 +97,7 @@
       if (form.dataset.kind === "run") {
         window.location.assign("/instances/" + data.instance_id);
       } else {
-        form.closest("dialog").close();
-        flash("Backfill " + (data.id || "") + " created", true);
+        window.location.assign("/instances?backfill=" + data.id);
       }
     } catch (e) {
       error.textContent = e.message;
@@ -223,12 +222,23 @@
   function setupLive(root) {
     const svg = root.querySelector("svg.dag");
     let timer = null;
+    let lastHtml = null;
     const tick = async () => {
+      if (document.hidden) return;
       try {
         const response = await fetch(root.dataset.live, { credentials: "same-origin" });
         if (response.ok) {
           const live = document.getElementById("live");
-          live.innerHTML = await response.text();
+          const html = await response.text();
+          if (html !== lastHtml) {
+            // Keep open what the reader opened (an attempt's parameters) across the swap.
+            const open = [...live.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key);
+            live.innerHTML = html;
+            lastHtml = html;
+            for (const d of live.querySelectorAll("details[data-key]")) {
+              if (open.includes(d.dataset.key)) d.open = true;
+            }
+          }
           const data = live.querySelector("#live-data");
           const states = JSON.parse(data.dataset.states);
           for (const node of svg.querySelectorAll(".node")) {
@@ -253,7 +263,23 @@
     timer = setInterval(tick, POLL_MS);
   }
 
+  // Lists showing live state ([data-refresh]: milliseconds) re-read this same page and swap in
+  // the element of the same id, so statuses change without a reload.
+  function setupRefresh(el) {
+    setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        const response = await fetch(window.location.href, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        const next = fresh.getElementById(el.id);
+        if (next) el.innerHTML = next.innerHTML;
+      } catch (e) { /* retried on the next tick */ }
+    }, Number(el.dataset.refresh));
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-refresh]").forEach(setupRefresh);
     document.querySelectorAll("svg.dag").forEach(setupDag);
     const root = document.getElementById("live-root");
     if (root) setupLive(root);
