@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from tests.support.executor import (
     wait_instance,
 )
 from tests.support.notifier import make_due, running_notifier, wait_rows
-from tests.support.receivers import http_receiver, smtp_server
+from tests.support.receivers import http_receiver, self_signed_context, smtp_server
 
 HOSTILE = '<script>alert(1)</script> **bold** [x](http://evil) "},{"injected":"1" ${event} &amp;'
 SIGNING_KEY = "hook-signing-key"
@@ -349,3 +350,49 @@ async def test_the_checked_address_is_called_with_the_original_host(
         assert request.headers["host"] == f"localhost:{hook.port}"
         assert request.path == "/hook?x=1"
         assert request.json()["msgtype"] == "text"
+
+
+@pytest.mark.parametrize("tls", ["starttls", "tls"])
+async def test_email_over_starttls_and_implicit_tls_with_login(
+    pool: Pool, db_url: str, tmp_path: Path, tls: str
+) -> None:
+    context = self_signed_context(tmp_path)
+    # aiosmtpd offers AUTH only after its own STARTTLS: login is tested on that path.
+    login = ("mailer", "pw-123") if tls == "starttls" else None
+    async with smtp_server(tls=tls, tls_context=context, login=login) as smtp:
+
+        async def connection(name: str, password: str, verify: bool) -> None:
+            config = {
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "tls": tls,
+                "from": "s@test",
+                "verify": verify,
+                **({"user": "mailer"} if login else {}),
+            }
+            spec = ConnectionSpec(
+                name=name,
+                kind="smtp",
+                config=config,
+                secrets={"password": password} if login else {},
+            )
+            await connection_repo.upsert(pool, DEFAULT_WS, spec)
+
+        await connection("good", "pw-123", False)
+        await connection("checks_cert", "pw-123", True)
+        ids = {}
+        for name in ("good", "checks_cert"):
+            rule = NotifyRule(
+                on=["failure"], channel="email", to=["a@example.com"], connection=name
+            )
+            async with pool.acquire() as conn:
+                ids[name] = await enqueue_test(conn, DEFAULT_WS, rule)
+        async with running_notifier(db_url):
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'sent'")
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE last_error IS NOT NULL")
+        rows = await pool.fetch("SELECT id, state, last_error FROM notifications")
+        by_id = {r["id"]: r for r in rows}
+        assert by_id[ids["good"]]["state"] == "sent"
+        assert "CERTIFICATE_VERIFY_FAILED" in by_id[ids["checks_cert"]]["last_error"]
+        assert "pw-123" not in str([dict(r) for r in rows])
+        assert len(smtp.messages) == 1 and smtp.messages[0]["From"] == "s@test"
