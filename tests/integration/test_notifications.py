@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.db import connections as connection_repo
 from shared.db.connections import ConnectionSpec
@@ -56,6 +57,10 @@ def _rules(hook_url: str) -> list[dict[str, Any]]:
     ]
 
 
+def _metric(name: str, channel: str = "webhook") -> float:
+    return REGISTRY.get_sample_value(name, {"channel": channel}) or 0.0
+
+
 async def _states(pool: Pool) -> list[tuple[str, str, str]]:
     rows = await pool.fetch("SELECT event, channel, state FROM notifications ORDER BY id")
     return [(r["event"], r["channel"], r["state"]) for r in rows]
@@ -81,6 +86,13 @@ async def test_failing_node_sends_exactly_one_email_and_one_signed_webhook(
             await wait_rows(pool, sent, count=2)
         assert await _states(pool) == [("failure", "webhook", "sent"), ("failure", "email", "sent")]
         assert len(hook.requests) == 1 and len(smtp.messages) == 1
+        assert _metric("sluice_notifications_sent_total", "email") >= 1
+        assert (
+            REGISTRY.get_sample_value(
+                "sluice_notification_delivery_seconds_count", {"channel": "webhook"}
+            )
+            or 0
+        ) >= 1
         message_id = await pool.fetchval("SELECT message_id::text FROM notifications LIMIT 1")
 
         request = hook.requests[0]
@@ -197,6 +209,8 @@ async def test_receiver_down_then_back_gets_the_message(pool: Pool, db_url: str)
 async def test_always_failing_receiver_ends_dead_after_the_last_try(
     pool: Pool, db_url: str
 ) -> None:
+    dead_before = _metric("sluice_notifications_dead_total")
+    retried_before = _metric("sluice_notifications_retried_total")
     async with http_receiver(status=500) as hook:
         rule = NotifyRule(on=["failure"], channel="webhook", url=hook.url)
         async with pool.acquire() as conn:
@@ -217,6 +231,8 @@ async def test_always_failing_receiver_ends_dead_after_the_last_try(
         assert row["attempts"] == 3 and "HTTP 500" in row["last_error"]
         assert len(hook.requests) == 3
         assert len({r.headers["idempotency-key"] for r in hook.requests}) == 1
+        assert _metric("sluice_notifications_dead_total") == dead_before + 1
+        assert _metric("sluice_notifications_retried_total") == retried_before + 2
 
 
 async def test_sla_miss_fires_once(pool: Pool, db_url: str) -> None:
@@ -290,14 +306,21 @@ async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url:
 
 async def test_private_addresses_are_refused_unless_allowed(pool: Pool, db_url: str) -> None:
     async with http_receiver() as hook:
-        rule = NotifyRule(on=["failure"], channel="webhook", url=hook.url)
-        async with pool.acquire() as conn:
-            row_id = await enqueue_test(conn, DEFAULT_WS, rule)
+        ids = []
+        for host in ("127.0.0.1", "localhost"):
+            rule = NotifyRule(on=["failure"], channel="webhook", url=f"http://{host}:{hook.port}/")
+            async with pool.acquire() as conn:
+                ids.append(await enqueue_test(conn, DEFAULT_WS, rule))
         async with running_notifier(db_url, allow_private=False):
-            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'dead'")
-        error = await pool.fetchval("SELECT last_error FROM notifications WHERE id = $1", row_id)
-        assert "127.0.0.1, a loopback address" in error
-        assert "SLUICE_NOTIFY_ALLOW_PRIVATE" in error
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'dead'", count=2)
+        rows = await pool.fetch("SELECT id, attempts, last_error FROM notifications ORDER BY id")
+        literal, named = rows
+        assert "127.0.0.1 resolves to 127.0.0.1, a loopback address" in literal["last_error"]
+        # A host name is resolved at send time and every answer is checked.
+        assert named["last_error"].startswith("localhost resolves to ")
+        assert "a loopback address" in named["last_error"]
+        assert "SLUICE_NOTIFY_ALLOW_PRIVATE" in named["last_error"]
+        assert [r["attempts"] for r in rows] == [1, 1], "refused at once, not retried"
         assert hook.requests == []
 
 
