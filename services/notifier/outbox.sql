@@ -48,6 +48,7 @@ SELECT ws.name AS workspace, w.name AS workflow, i.version, i.state, i.reason,
        to_char(i.cyctime AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS') AS cyctime,
        n.name AS node, n.state AS node_state, a.attempt, a.reason AS attempt_reason,
        a.exit_code, a.started_at AS attempt_started_at, a.finished_at AS attempt_finished_at,
+       a.parameters AS attempt_parameters,
        (SELECT string_agg(l.data, '' ORDER BY l.seq)
         FROM (SELECT seq, data FROM attempt_logs WHERE attempt_id = a.id
               ORDER BY seq DESC LIMIT 8) l) AS log_tail

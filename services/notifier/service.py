@@ -123,7 +123,8 @@ class Notifier:
             log_tail=tail or None,
             bizdate=found["bizdate"],
             cyctime=found["cyctime"],
-            parameters=found["parameters"] or {},
+            # Run-time overrides, then what the node resolved and ran with (secrets redacted).
+            parameters={**(found["parameters"] or {}), **(found["attempt_parameters"] or {})},
             **base,
         )
 

@@ -265,7 +265,7 @@ async def test_sla_miss_fires_once(pool: Pool, db_url: str) -> None:
 async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url: str) -> None:
     async with http_receiver() as hook, smtp_server() as smtp:
         await _connections(pool, smtp.port)
-        template = "log: ${log_tail} reason: ${reason}"
+        template = "log: ${log_tail} reason: ${reason} day: ${day}"
         rules = [
             {"on": ["failure"], "channel": "webhook", "url": hook.url, "template": template},
             {"on": ["failure"], "channel": "slack", "url": hook.url, "template": template},
@@ -278,9 +278,8 @@ async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url:
             },
         ]
         code = "cat <<'EOF'\n" + HOSTILE + "\nEOF\nexit 1"
-        version = await save(
-            pool, flow("hostile", [{"name": "h", "type": "shell", "code": code}], notify=rules)
-        )
+        node = {"name": "h", "type": "shell", "code": code, "parameters": {"day": "$[yyyymmdd]"}}
+        version = await save(pool, flow("hostile", [node], notify=rules))
         [instance_id] = await enqueue(pool, version)
         async with running_executor(db_url), running_notifier(db_url):
             await wait_instance(pool, instance_id)
@@ -302,6 +301,8 @@ async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url:
         assert plain is not None and HOSTILE in plain.get_content()
         # `${event}` inside a value is not a placeholder: one pass, never interpreted.
         assert "${event}" in webhook_body["text"]
+        # Parameters are the values the node resolved (cyctime 2026-11-21 in the factories).
+        assert webhook_body["text"].endswith("day: 20261121")
 
 
 async def test_private_addresses_are_refused_unless_allowed(pool: Pool, db_url: str) -> None:
