@@ -208,19 +208,53 @@ class Notifier:
             metrics.RETRIED.labels(row.channel).inc()
             log.info("notification_retry", attempts=row.attempts, retry_in_s=retry_in, error=error)
 
+    async def _deliver_guarded(self, row: Claimed) -> None:
+        try:
+            await self.deliver(row)
+        except _TRANSIENT as exc:
+            # The outcome could not be written: the lease expires and the row is sent again.
+            log.warning("notifier_db_error", notification_id=row.id, error=str(exc))
+
     async def serve(self, stop: asyncio.Event, notified: asyncio.Event) -> None:
+        """Keep up to `batch` deliveries in flight: a slow receiver holds one slot, never the
+        others. Claims happen whenever a slot is free and rows are due."""
+        in_flight: set[asyncio.Task[None]] = set()
+        freed = asyncio.Event()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            freed.set()
+
         while not stop.is_set():
+            free = self.config.batch - len(in_flight)
+            due: float | None = None
             try:
-                rows = await claim(self.pool, lease_s=self.config.lease_s, batch=self.config.batch)
-                if rows:
-                    await asyncio.gather(*(self.deliver(r) for r in rows))
-                    continue
-                due = await next_due_s(self.pool)
+                rows = (
+                    await claim(self.pool, lease_s=self.config.lease_s, batch=free) if free else []
+                )
+                for row in rows:
+                    task = asyncio.create_task(self._deliver_guarded(row))
+                    in_flight.add(task)
+                    task.add_done_callback(done)
+                if rows and len(rows) < free:
+                    continue  # more may have become due meanwhile
+                if not rows and free:
+                    due = await next_due_s(self.pool)
             except _TRANSIENT as exc:
                 log.warning("notifier_db_error", error=str(exc))
-                due = None
             wait = self.config.poll_interval_s if due is None else max(due, 0.01)
-            await wait_any(stop, notified, min(wait, self.config.poll_interval_s))
+            if free == 0 or (rows and len(rows) == free):
+                # Full: wait for a slot (or stop); NOTIFYs meanwhile are picked up by the claim.
+                await wait_any(stop, freed, self.config.poll_interval_s)
+            else:
+                await wait_any(stop, notified, min(wait, self.config.poll_interval_s))
+        if in_flight:
+            # Let started sends finish (bounded); what is cut off is re-sent after its lease.
+            _, cut = await asyncio.wait(set(in_flight), timeout=self.config.timeout_s * 2)
+            for task in cut:
+                task.cancel()
+            if cut:
+                await asyncio.wait(cut)
 
     async def watch_sla(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -3,6 +3,7 @@ changes, the notifier delivers them to a real HTTP receiver and a real SMTP serv
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.support.executor import (
     wait_instance,
 )
 from tests.support.notifier import make_due, running_notifier, wait_rows
-from tests.support.receivers import http_receiver, self_signed_context, smtp_server
+from tests.support.receivers import Request, http_receiver, self_signed_context, smtp_server
 
 HOSTILE = '<script>alert(1)</script> **bold** [x](http://evil) "},{"injected":"1" ${event} &amp;'
 SIGNING_KEY = "hook-signing-key"
@@ -420,3 +421,31 @@ async def test_email_over_starttls_and_implicit_tls_with_login(
         assert "CERTIFICATE_VERIFY_FAILED" in by_id[ids["checks_cert"]]["last_error"]
         assert "pw-123" not in str([dict(r) for r in rows])
         assert len(smtp.messages) == 1 and smtp.messages[0]["From"] == "s@test"
+
+
+async def test_a_hanging_receiver_does_not_hold_up_other_messages(pool: Pool, db_url: str) -> None:
+    release = asyncio.Event()
+
+    async def hang(_request: Request) -> None:
+        await release.wait()
+
+    async with http_receiver(before_answer=hang) as slow, http_receiver() as fast:
+        async with pool.acquire() as conn:
+            slow_id = await enqueue_test(
+                conn, DEFAULT_WS, NotifyRule(on=["failure"], channel="webhook", url=slow.url)
+            )
+        async with running_notifier(db_url):
+            await slow.wait(1)
+            async with pool.acquire() as conn:
+                fast_id = await enqueue_test(
+                    conn, DEFAULT_WS, NotifyRule(on=["failure"], channel="webhook", url=fast.url)
+                )
+            await wait_rows(
+                pool, "SELECT 1 FROM notifications WHERE id = $1 AND state = 'sent'", fast_id
+            )
+            state = await pool.fetchval("SELECT state FROM notifications WHERE id = $1", slow_id)
+            assert state == "pending"
+            release.set()
+            await wait_rows(
+                pool, "SELECT 1 FROM notifications WHERE id = $1 AND state = 'sent'", slow_id
+            )
