@@ -72,3 +72,14 @@ WHERE i.id = $1;
 
 -- name: workspace_name
 SELECT name FROM workspaces WHERE id = $1;
+
+-- name: prune
+-- Delivered and dead rows older than the retention ($1 days), at most $2 per statement. Pending
+-- rows are never pruned: they are still owed to a receiver.
+DELETE FROM notifications
+WHERE id IN (SELECT id FROM notifications
+             WHERE state IN ('sent', 'dead')
+               AND created_at < now() - make_interval(days => $1::int)
+             ORDER BY id
+             LIMIT $2)
+RETURNING id;

@@ -38,6 +38,7 @@ from services.notifier.outbox import (
     mark_failed,
     mark_sent,
     next_due_s,
+    prune,
     workspace_name,
 )
 from services.notifier.templates import MessageContext, render
@@ -257,12 +258,19 @@ class Notifier:
                 await asyncio.wait(cut)
 
     async def watch_sla(self, stop: asyncio.Event) -> None:
+        """Raise SLA misses every `sla_interval_s`; prune old rows every `prune_interval_s`."""
+        next_prune = 0.0
         while not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
                     raised = await enqueue_sla_misses(conn)
                 if raised:
                     log.info("sla_miss_raised", count=raised)
+                if time.monotonic() >= next_prune:
+                    pruned = await prune(self.pool, retention_days=self.config.retention_days)
+                    next_prune = time.monotonic() + self.config.prune_interval_s
+                    if pruned:
+                        log.info("notifications_pruned", count=pruned)
             except _TRANSIENT as exc:
                 log.warning("notifier_sla_error", error=str(exc))
             await wait_any(stop, None, self.config.sla_interval_s)

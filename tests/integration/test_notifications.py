@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +450,21 @@ async def test_a_hanging_receiver_does_not_hold_up_other_messages(pool: Pool, db
             await wait_rows(
                 pool, "SELECT 1 FROM notifications WHERE id = $1 AND state = 'sent'", slow_id
             )
+
+
+async def test_old_sent_and_dead_rows_are_pruned_pending_ones_kept(pool: Pool, db_url: str) -> None:
+    rule = NotifyRule(on=["failure"], channel="webhook", url="http://127.0.0.1:9/")
+    async with pool.acquire() as conn:
+        ids = [await enqueue_test(conn, DEFAULT_WS, rule) for _ in range(4)]
+    await pool.execute(
+        "UPDATE notifications SET state = s.state, next_at = now() + interval '1 day', "
+        "created_at = now() - s.age FROM unnest($1::bigint[], $2::text[], $3::interval[]) "
+        "AS s(id, state, age) WHERE notifications.id = s.id",
+        ids,
+        ["sent", "dead", "pending", "sent"],
+        [timedelta(days=31), timedelta(days=31), timedelta(days=31), timedelta(days=1)],
+    )
+    async with running_notifier(db_url, retention_days=30):
+        await wait_rows(pool, "SELECT 1 WHERE (SELECT count(*) FROM notifications) = 2")
+    left = await pool.fetch("SELECT id FROM notifications ORDER BY id")
+    assert [r["id"] for r in left] == [ids[2], ids[3]]
