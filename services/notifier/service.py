@@ -53,6 +53,15 @@ from shared.settings import Settings
 log = structlog.get_logger("sluice.notifier")
 _TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 _RELISTEN_S = 1.0
+EVENT_STATES = {
+    "start": "running",
+    "success": "succeeded",
+    "failure": "failed",
+    "timeout": "timed out",
+    "retry": "retrying",
+    "terminated": "terminated",
+    "sla_miss": "running past its SLA",
+}
 
 
 class Notifier:
@@ -90,11 +99,9 @@ class Notifier:
             raise PermanentError(f"instance {row.instance_id} no longer exists")
         now = datetime.now(UTC)
         if row.node is not None:
-            state = found["node_state"]
             reason = row.detail.get("reason") or found["attempt_reason"]
             start, end = found["attempt_started_at"], found["attempt_finished_at"]
         else:
-            state = found["state"] if row.event != "sla_miss" else "running past its SLA"
             reason = found["reason"]
             if found["node"] and found["attempt_reason"] is not None:
                 reason = f"node {found['node']} failed ({found['attempt_reason']})"
@@ -102,6 +109,9 @@ class Notifier:
             end = found["finished_at"]
             if row.event == "sla_miss":
                 start = found["instance_created_at"]
+        # The state the event reports, not what the row says by the time this is sent (a retry
+        # may already be running): a repeated message says the same thing.
+        state = EVENT_STATES.get(row.event, found["state"])
         if row.event == "start":
             duration = None
         else:
