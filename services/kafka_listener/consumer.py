@@ -51,6 +51,7 @@ from services.kafka_listener.offsets import OffsetTracker, start_offset
 from services.kafka_listener.records import KafkaRecord, to_event
 from shared import metrics
 from shared.db.pool import Executor
+from shared.kafka.cluster import cluster_label
 from shared.kafka.stall import StallState, StallWatch
 from shared.models.events import IncomingEvent
 from shared.probes import READINESS, Readiness
@@ -59,6 +60,7 @@ from shared.settings import KafkaSettings
 log = structlog.get_logger("sluice.kafka_listener")
 
 READINESS_COMPONENT = "kafka"
+"""The readiness component of the default cluster; others are ``kafka:<cluster>``."""
 _FETCH_TIMEOUT_MS = 100
 _HELD_FETCH_TIMEOUT_MS = 5
 _KEEPALIVE_FETCH_MS = 100
@@ -160,7 +162,13 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         clock: Callable[[], datetime] = utcnow,
         readiness: Readiness = READINESS,
+        cluster: str | None = None,
     ) -> None:
+        self._cluster = cluster
+        self._label = cluster_label(cluster)
+        self._component = (
+            READINESS_COMPONENT if cluster is None else f"{READINESS_COMPONENT}:{cluster}"
+        )
         self._kafka = kafka
         self._config = config
         self._pool = pool
@@ -220,6 +228,10 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; a broker that cannot be reached is retried with backoff."""
+        with structlog.contextvars.bound_contextvars(cluster=self._label):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(self._config.backoff_max_s)
         while not stop.is_set():
             consumer = self._new_consumer()
@@ -230,9 +242,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
                 delay = backoff.next()
                 listener_metrics.ERRORS.labels("connect").inc()
                 listener_metrics.BROKER_UP.set(0)
-                self._readiness.set(
-                    READINESS_COMPONENT, False, f"cannot connect: {type(exc).__name__}"
-                )
+                self._readiness.set(self._component, False, f"cannot connect: {type(exc).__name__}")
                 log.warning(
                     "kafka_connect_failed",
                     error=admission.describe(exc),
@@ -244,7 +254,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
             backoff.reset()
             listener_metrics.BROKER_UP.set(1)
             self._readiness.set(
-                READINESS_COMPONENT, True, f"connected as group {self._kafka.kafka_group_id}"
+                self._component, True, f"connected as group {self._kafka.kafka_group_id}"
             )
             log.info(
                 "kafka_listener_connected",
@@ -410,7 +420,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, records in self._held.items():
             work.generations[tp] = self._generation[tp]
             for record in records:
-                work.events.append(to_event(record, received_at, limit))
+                work.events.append(to_event(record, received_at, limit, self._cluster))
                 work.positions.append((tp, record.offset))
             self._tracker.handed_out(tp, [record.offset for record in records])
         self._held = {}
@@ -578,7 +588,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
             )
         self._stalled = True
         listener_metrics.STALLED.set(1)
-        self._readiness.set(READINESS_COMPONENT, False, detail)
+        self._readiness.set(self._component, False, detail)
 
     async def _group_backlog(
         self, consumer: AIOKafkaConsumer
@@ -619,7 +629,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         listener_metrics.ERRORS.labels("fetch").inc()
         retry_at = asyncio.get_running_loop().time() + self._config.backoff_max_s
         log.error("kafka_topic_not_authorized", topic=topic, retry_in_s=self._config.backoff_max_s)
-        self._readiness.set(READINESS_COMPONENT, False, f"topic {topic!r} is not authorized")
+        self._readiness.set(self._component, False, f"topic {topic!r} is not authorized")
         self._refused[topic] = retry_at
         self._wanted_changed.set()
 
@@ -827,7 +837,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
     def _drop_lag(self, tp: TopicPartition) -> None:
         if self._committed.pop(tp, None) is not None:
             try:
-                metrics.KAFKA_LAG.remove(tp.topic, str(tp.partition))
+                metrics.KAFKA_LAG.remove(tp.topic, str(tp.partition), self._label)
             except KeyError:
                 pass
 
@@ -905,9 +915,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         except (KafkaError, OSError, TimeoutError) as exc:
             listener_metrics.ERRORS.labels("probe").inc()
             listener_metrics.BROKER_UP.set(0)
-            self._readiness.set(
-                READINESS_COMPONENT, False, f"broker unreachable: {type(exc).__name__}"
-            )
+            self._readiness.set(self._component, False, f"broker unreachable: {type(exc).__name__}")
             log.warning("kafka_broker_unreachable", error=admission.describe(exc))
             return
         listener_metrics.BROKER_UP.set(1)
@@ -917,10 +925,12 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, end in ends.items():
             position = self._committed.get(tp)
             if position is not None:
-                metrics.KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+                metrics.KAFKA_LAG.labels(tp.topic, str(tp.partition), self._label).set(
+                    max(0, end - position)
+                )
         if not self._refused:
             self._readiness.set(
-                READINESS_COMPONENT,
+                self._component,
                 True,
                 f"group {self._kafka.kafka_group_id}: {len(self._subscribed)} topics, "
                 f"{len(assigned)} partitions assigned",
