@@ -15,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 
-from services.kafka_listener.config import ListenerSettings
-from services.kafka_listener.consumer import READINESS_COMPONENT, KafkaListener
+from services.kafka_listener.records import decoder
 from services.kafka_listener.subscriptions import Wanted
 from shared.db import connections
 from shared.db.errors import NotFound
 from shared.db.pool import Executor
+from shared.intake import admit_batch
 from shared.kafka.cluster import KafkaConnectionError, cluster_label, connection_settings
+from shared.kafka.config import ListenerSettings
+from shared.kafka.member import READINESS_COMPONENT, KafkaListener
 from shared.probes import READINESS
 from shared.settings import KafkaSettings
 
@@ -88,9 +91,14 @@ class Clusters:
 
     def _start(self, cluster: str | None, settings: KafkaSettings) -> _Member:
         assert self._group is not None
-        member = _Member(
-            KafkaListener(settings, self._config, self._pool, cluster=cluster), settings
+        listener = KafkaListener(
+            settings,
+            self._config,
+            partial(admit_batch, self._pool),
+            decoder(self._config.max_message_bytes, cluster),
+            cluster=cluster,
         )
+        member = _Member(listener, settings)
         member.task = self._group.create_task(member.listener.run(member.stop))
         self._members[cluster] = member
         if cluster is not None:

@@ -7,7 +7,7 @@ event with ``error`` set (intake records it ``invalid`` with that reason) instea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -111,3 +111,14 @@ def _head(value: bytes | None) -> str | None:
     text = value[: MAX_PAYLOAD_BYTES + 1].decode("utf-8", "replace")
     # U+0000 cannot be stored in jsonb; U+FFFD already marks bytes that were replaced.
     return text.replace("\x00", "\ufffd")
+
+
+def decoder(
+    max_bytes: int, cluster: str | None
+) -> Callable[[KafkaRecord, datetime], list[IncomingEvent]]:
+    """The intake member's ``decode`` for trigger messages: one event per record."""
+
+    def decode(record: KafkaRecord, received_at: datetime) -> list[IncomingEvent]:
+        return [to_event(record, received_at, max_bytes, cluster)]
+
+    return decode

@@ -24,18 +24,18 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.kafka_listener import admission
-from services.kafka_listener import metrics as listener_metrics
 from services.kafka_listener.clusters import Clusters
-from services.kafka_listener.config import (
+from services.kafka_listener.subscriptions import watch_triggers
+from shared.db.pool import create_pool
+from shared.kafka import admission
+from shared.kafka import metrics as listener_metrics
+from shared.kafka.config import (
     ListenerSettings,
     client_options,
     describe_connection,
     load_listener_settings,
 )
-from services.kafka_listener.consumer import Backoff, sleep_or_stop
-from services.kafka_listener.subscriptions import watch_triggers
-from shared.db.pool import create_pool
+from shared.kafka.retry import Backoff, sleep_or_stop
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.kafka_listener")

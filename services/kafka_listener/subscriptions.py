@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.kafka_listener import admission
-from services.kafka_listener import metrics as listener_metrics
-from services.kafka_listener.consumer import Backoff
 from shared.db import triggers as trigger_repo
 from shared.db.pool import Executor, connect
 from shared.db.queries import load
+from shared.kafka import admission
+from shared.kafka import metrics as listener_metrics
 from shared.kafka.cluster import cluster_of
+from shared.kafka.retry import Backoff
 from shared.lifecycle import wait_any
 
 Q = load(__file__)

@@ -1,24 +1,32 @@
-"""The Kafka listener's consumer-group member: fetch → admit → commit.
+"""The Kafka intake's consumer-group member: fetch → admit → commit.
 
-One ``AIOKafkaConsumer`` (manual commits, ``auto_offset_reset="none"``) follows the union of the
-topics of enabled Kafka triggers. Three loops share it:
+Both Kafka sources use it: the kafka_listener (trigger messages, one member per cluster) and the
+storage listener's `kafka` source (S3 event records). What differs is given to it: ``decode``
+turns a record into its events (poison included: a record that cannot be read is an event with
+``error`` set, so it gets an audit row), ``submit`` admits a list of events in one transaction.
 
-- fetch: ``getmany()`` batches become events (``records.to_event``: one per record, poison
-  included) and are queued for admission. At most ``in_flight_batches`` wait; when admission
-  falls behind, fetching waits too (backpressure), and if it waits long the assigned partitions
-  are paused while ``getmany()`` keeps the group membership alive.
+One ``AIOKafkaConsumer`` (manual commits, ``auto_offset_reset="none"``) follows the topics it is
+given (``set_topics``). Four loops share it:
+
+- fetch: ``getmany()`` batches become events (``decode``) and are queued for admission. At
+  most ``in_flight_batches`` wait; when admission falls behind, fetching waits too
+  (backpressure), and if it waits long the assigned partitions are paused while ``getmany()``
+  keeps the group membership alive.
 - admission: one intake transaction per batch (``admission.admit``), then the offsets of every
   partition are committed up to the longest admitted run (``offsets.OffsetTracker``). A database
   failure retries the batch with backoff; nothing is committed before its admission commits.
 - subscription: applies the topics the trigger watcher asks for. Offsets admitted so far are
   committed first: aiokafka cannot commit the old assignment once the subscription changed.
+- probe: broker reachability, lag, logs reset under the member, stalls (``shared.kafka.stall``).
 
 Rebalances (``on_partitions_revoked`` / ``on_partitions_assigned``; aiokafka swallows what they
 raise, so they handle their own errors): a revocation waits (up to ``revoke_wait_s``) for the
 batch being admitted, commits what is admitted and drops the rest of the revoked partitions' work;
 it is fetched again by whoever gets them and deduplication absorbs it. An assignment positions
-each partition: its committed offset, else the first message at or after the creation of the
-earliest enabled trigger on its topic (``offsets_for_times``), else its end. Until then
+each partition: its committed offset, else the first message at or after the start time given
+for its topic (the creation of the earliest enabled trigger on it; ``offsets_for_times``), else
+its end. Records are never dropped for being older than that start: whatever is read is admitted
+and audited. Until then
 ``getmany()`` raises ``NoOffsetForPartitionError``, and the fetch loop waits for the callback.
 """
 
@@ -32,7 +40,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -44,17 +52,17 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from services.kafka_listener import admission
-from services.kafka_listener import metrics as listener_metrics
-from services.kafka_listener.config import ListenerSettings, client_options, describe_connection
-from services.kafka_listener.offsets import OffsetTracker, start_offset
-from services.kafka_listener.records import KafkaRecord, to_event
 from shared import metrics
-from shared.db.pool import Executor
+from shared.kafka import admission
+from shared.kafka import metrics as listener_metrics
+from shared.kafka.admission import Submit
 from shared.kafka.cluster import cluster_label
+from shared.kafka.config import ListenerSettings, client_options, describe_connection
+from shared.kafka.offsets import OffsetTracker, start_offset
+from shared.kafka.retry import Backoff, sleep_or_stop, wait_for_event
 from shared.kafka.stall import StallState, StallWatch
 from shared.models.events import IncomingEvent
-from shared.probes import READINESS, Readiness
+from shared.probes import READINESS
 from shared.settings import KafkaSettings
 
 log = structlog.get_logger("sluice.kafka_listener")
@@ -69,46 +77,6 @@ _SETTLE_WAIT_S = 1.0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Backoff:
-    """Exponential retry delays: 0.5 s, 1 s, 2 s, ... up to ``maximum``; ``reset`` on success."""
-
-    def __init__(self, maximum: float, first: float = 0.5) -> None:
-        self._maximum = maximum
-        self._first = min(first, maximum)
-        self._current = 0.0
-
-    def next(self) -> float:
-        """The delay before the next try."""
-        self._current = min(self._maximum, self._current * 2 if self._current else self._first)
-        return self._current
-
-    def reset(self) -> None:
-        self._current = 0.0
-
-
-async def wait_for_event(event: asyncio.Event, stop: asyncio.Event, timeout_s: float) -> bool:
-    """Wait until ``event`` or ``stop`` is set or ``timeout_s`` passes; True when ``event`` is."""
-    if event.is_set():
-        return True
-    waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiting in waits:
-            waiting.cancel()
-    return event.is_set()
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` unless ``stop`` is set first; True when stopping."""
-    if not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            pass
-    return stop.is_set()
 
 
 async def _getmany(
@@ -138,12 +106,25 @@ def _names(partitions: Collection[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
 
 
+class ReadinessSink(Protocol):
+    """Where the member reports its readiness (``shared.probes.READINESS`` or a source's)."""
+
+    def set(self, name: str, ok: bool, detail: str = "") -> None: ...
+
+
+Decode = Callable[[Any, datetime], list[IncomingEvent]]
+"""The events of one fetched record (aiokafka's ``ConsumerRecord``) received at a time."""
+
+
 @dataclass
 class _Work:
-    """One fetched batch on its way to admission: an event per record, in fetch order."""
+    """One fetched batch on its way to admission: its records' events, in fetch order."""
 
     events: list[IncomingEvent] = field(default_factory=list)
     positions: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    """Per event, the partition and offset of its record."""
+    offsets: dict[TopicPartition, list[int]] = field(default_factory=dict)
+    """Every record's offset, also of records without an event."""
     generations: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -158,24 +139,29 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         kafka: KafkaSettings,
         config: ListenerSettings,
-        pool: Executor,
+        submit: Submit,
+        decode: Decode,
         *,
         clock: Callable[[], datetime] = utcnow,
-        readiness: Readiness = READINESS,
+        readiness: ReadinessSink = READINESS,
         cluster: str | None = None,
+        component: str | None = None,
+        on_assignment: Callable[[Collection[TopicPartition]], None] | None = None,
     ) -> None:
         self._cluster = cluster
         self._label = cluster_label(cluster)
-        self._component = (
+        self._component = component or (
             READINESS_COMPONENT if cluster is None else f"{READINESS_COMPONENT}:{cluster}"
         )
+        self._submit = submit
+        self._decode = decode
+        self._on_assignment = on_assignment
         self._kafka = kafka
         self._config = config
-        self._pool = pool
         self._clock = clock
         self._readiness = readiness
-        self._wanted: dict[str, int] = {}
-        """Topic → creation time (epoch ms) of the earliest enabled trigger on it."""
+        self._wanted: dict[str, int | None] = {}
+        """Topic → start time (epoch ms) for partitions without a commit; None: their end."""
         self._wanted_changed = asyncio.Event()
         self._refused: dict[str, float] = {}
         """Topics the broker refused to serve (authorization) → when to try them again."""
@@ -192,7 +178,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._generation: defaultdict[TopicPartition, int] = defaultdict(int)
         """Bumped when a partition is revoked: work fetched before is stale."""
-        self._held: dict[TopicPartition, list[KafkaRecord]] = {}
+        self._held: dict[TopicPartition, list[Any]] = {}
         """Fetched records not yet handed to admission."""
         self._held_count = 0
         self._positioned: set[TopicPartition] = set()
@@ -216,8 +202,9 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
     # ---------------------------------------------------------------------------------------
     # What to follow
 
-    def set_topics(self, topics: Mapping[str, int]) -> None:
-        """Follow these topics (topic → earliest trigger creation, epoch ms) from now on."""
+    def set_topics(self, topics: Mapping[str, int | None]) -> None:
+        """Follow these topics from now on: topic → the time (epoch ms) a partition without a
+        committed offset starts at (the earliest trigger's creation), None for its end."""
         wanted = dict(topics)
         if wanted != self._wanted:
             self._wanted = wanted
@@ -416,13 +403,14 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         """Turn the held records into one batch of events and queue it for admission."""
         received_at = self._clock()
         work = _Work()
-        limit = self._config.max_message_bytes
         for tp, records in self._held.items():
             work.generations[tp] = self._generation[tp]
             for record in records:
-                work.events.append(to_event(record, received_at, limit, self._cluster))
-                work.positions.append((tp, record.offset))
-            self._tracker.handed_out(tp, [record.offset for record in records])
+                for event in self._decode(record, received_at):
+                    work.events.append(event)
+                    work.positions.append((tp, record.offset))
+            work.offsets[tp] = [record.offset for record in records]
+            self._tracker.handed_out(tp, work.offsets[tp])
         self._held = {}
         self._held_count = 0
         self._in_flight += 1
@@ -653,7 +641,10 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         stale = {tp for tp, gen in work.generations.items() if self._generation[tp] != gen}
         if not stale:
             return work
-        live = _Work(generations={tp: g for tp, g in work.generations.items() if tp not in stale})
+        live = _Work(
+            offsets={tp: o for tp, o in work.offsets.items() if tp not in stale},
+            generations={tp: g for tp, g in work.generations.items() if tp not in stale},
+        )
         dropped = 0
         for event, position in zip(work.events, work.positions, strict=True):
             if position[0] in stale:
@@ -670,13 +661,15 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         backoff = Backoff(self._config.backoff_max_s)
         while True:
             work = self._live(work)
-            if not work.events:
+            if not work.offsets:
                 return
+            if not work.events:
+                break  # records without events (an empty notification) are done as they are
             try:
                 # A connection that hangs (a half-open TCP connection) must not hold the
                 # partitions forever: past the timeout the batch is retried on another one.
                 async with asyncio.timeout(self._config.admit_timeout_s):
-                    await admission.admit(self._pool, work.events)
+                    await admission.admit(self._submit, work.events)
             except Exception as exc:
                 delay = backoff.next()
                 listener_metrics.ERRORS.labels("admit").inc()
@@ -692,10 +685,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             break
         listener_metrics.ADMITTED_BATCH.observe(len(work.events))
-        done: dict[TopicPartition, list[int]] = defaultdict(list)
-        for tp, offset in work.positions:
-            done[tp].append(offset)
-        for tp, offsets in done.items():
+        for tp, offsets in work.offsets.items():
             if self._generation[tp] == work.generations[tp]:
                 self._tracker.admitted(tp, offsets)
         self._batches_admitted += 1
@@ -825,6 +815,8 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
             log.exception("kafka_assign_failed", partitions=_names(assigned))
         finally:
             self._settled.set()
+            if self._on_assignment is not None:
+                self._on_assignment(assigned)
 
     def _forget(self, partitions: Collection[TopicPartition]) -> None:
         for tp in partitions:

@@ -1,4 +1,5 @@
-"""Metrics of the Kafka listener, beside the shared ones (`sluice_kafka_consumer_lag`, events)."""
+"""Metrics of the Kafka intake (beside `sluice_kafka_consumer_lag` and the event metrics); the
+storage listener's `kafka` source reports under the same names."""
 
 from __future__ import annotations
 
