@@ -27,7 +27,8 @@ from shared.db.pool import Executor
 from shared.intake import admit_batch
 from shared.kafka.cluster import KafkaConnectionError, cluster_label, connection_settings
 from shared.kafka.config import ListenerSettings
-from shared.kafka.member import READINESS_COMPONENT, KafkaListener
+from shared.kafka.member import KafkaListener
+from shared.kafka.state import READINESS_COMPONENT
 from shared.probes import READINESS
 from shared.settings import KafkaSettings
 
