@@ -169,7 +169,7 @@ class KafkaListener(Probing):
                 await self._stop_consumer(consumer)
                 delay = backoff.next()
                 listener_metrics.ERRORS.labels("connect").inc()
-                listener_metrics.BROKER_UP.set(0)
+                listener_metrics.BROKER_UP.labels(self._label).set(0)
                 self._readiness.set(self._component, False, f"cannot connect: {type(exc).__name__}")
                 log.warning(
                     "kafka_connect_failed",
@@ -180,7 +180,7 @@ class KafkaListener(Probing):
                 await sleep_or_stop(stop, delay)
                 continue
             backoff.reset()
-            listener_metrics.BROKER_UP.set(1)
+            listener_metrics.BROKER_UP.labels(self._label).set(1)
             self._readiness.set(
                 self._component, True, f"connected as group {self._kafka.kafka_group_id}"
             )
@@ -246,7 +246,7 @@ class KafkaListener(Probing):
         session then ends like a shutdown, and ``run`` starts a new consumer)."""
         self._reset_session_state()
         self._consumer = consumer
-        listener_metrics.SUBSCRIBED_TOPICS.set(0)
+        listener_metrics.SUBSCRIBED_TOPICS.labels(self._label).set(0)
         self._wanted_changed.set()
         ending = asyncio.Event()
         self._rejoin = ending
@@ -264,7 +264,7 @@ class KafkaListener(Probing):
         await self._commit(consumer)
         for tp in list(self._committed):
             self._drop_lag(tp)
-        listener_metrics.SUBSCRIBED_TOPICS.set(0)
+        listener_metrics.SUBSCRIBED_TOPICS.labels(self._label).set(0)
 
     @staticmethod
     async def _relay_stop(stop: asyncio.Event, ending: asyncio.Event) -> None:

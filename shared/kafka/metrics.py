@@ -12,10 +12,14 @@ ERRORS = Counter(
     ["stage"],
 )
 BROKER_UP = Gauge(
-    "sluice_kafka_listener_broker_up", "1 while the last broker probe succeeded, else 0"
+    "sluice_kafka_listener_broker_up",
+    "1 while the last probe of the cluster's broker succeeded, else 0",
+    ["cluster"],
 )
 SUBSCRIBED_TOPICS = Gauge(
-    "sluice_kafka_listener_subscribed_topics", "Topics the listener's consumer group follows"
+    "sluice_kafka_listener_subscribed_topics",
+    "Topics the listener's consumer group follows on the cluster",
+    ["cluster"],
 )
 ADMITTED_BATCH = Histogram(
     "sluice_kafka_listener_batch_records",
@@ -36,6 +40,7 @@ STALLED = Gauge(
     "sluice_kafka_listener_stalled",
     "1 while the listener has no partitions assigned and its topics hold messages nobody "
     "consumes (for SLUICE_KAFKA_STALL_REPORT_S or longer), else 0",
+    ["cluster"],
 )
 REJOINS = Counter(
     "sluice_kafka_listener_rejoins_total",

@@ -80,7 +80,7 @@ class Probing(Fetching):
         if state.verdict == "ok":
             if self._stalled:
                 log.info("kafka_stall_ended", unconsumed=state.unconsumed)
-                listener_metrics.STALLED.set(0)
+                listener_metrics.STALLED.labels(self._label).set(0)
                 self._stalled = False
             return False
         self._report_stall(state)
@@ -110,7 +110,7 @@ class Probing(Fetching):
                 rejoin_after_s=self._config.stall_rejoin_s,
             )
         self._stalled = True
-        listener_metrics.STALLED.set(1)
+        listener_metrics.STALLED.labels(self._label).set(1)
         self._readiness.set(self._component, False, detail)
 
     async def _group_backlog(
@@ -164,11 +164,11 @@ class Probing(Fetching):
                     await consumer.topics()
         except (KafkaError, OSError, TimeoutError) as exc:
             listener_metrics.ERRORS.labels("probe").inc()
-            listener_metrics.BROKER_UP.set(0)
+            listener_metrics.BROKER_UP.labels(self._label).set(0)
             self._readiness.set(self._component, False, f"broker unreachable: {type(exc).__name__}")
             log.warning("kafka_broker_unreachable", error=admission.describe(exc))
             return
-        listener_metrics.BROKER_UP.set(1)
+        listener_metrics.BROKER_UP.labels(self._label).set(1)
         await self._restart_reset_logs(consumer, committed)
         if await self._check_stall(consumer, assigned):
             return

@@ -68,7 +68,7 @@ class Rebalancing(CommitTracking, ConsumerRebalanceListener):  # type: ignore[mi
             self._has_topics.set()
         else:
             self._has_topics.clear()
-        listener_metrics.SUBSCRIBED_TOPICS.set(len(topics))
+        listener_metrics.SUBSCRIBED_TOPICS.labels(self._label).set(len(topics))
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Commit what is admitted, then drop the revoked partitions' remaining work."""

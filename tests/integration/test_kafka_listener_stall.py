@@ -106,7 +106,7 @@ async def test_a_listener_without_partitions_beside_a_backlog_reports_it(
             await send(kafka_broker, topic.name, [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}'])
             detail = await reported_stall()
             assert "no partitions assigned" in detail and "3 unconsumed messages" in detail
-            assert sample("sluice_kafka_listener_stalled") == 1
+            assert sample("sluice_kafka_listener_stalled", cluster="default") == 1
             assert await instance_count(pool) == 0
 
             # The hog leaves: the listener gets the partition and admits what waited.
@@ -118,7 +118,10 @@ async def test_a_listener_without_partitions_beside_a_backlog_reports_it(
             await eventually(admitted)
 
             async def recovered() -> bool | None:
-                ok = sample("sluice_kafka_listener_stalled") == 0 and not kafka_detail()
+                ok = (
+                    sample("sluice_kafka_listener_stalled", cluster="default") == 0
+                    and not kafka_detail()
+                )
                 return True if ok else None
 
             await eventually(recovered)
