@@ -53,6 +53,7 @@ class Clusters:
         self._members: dict[str | None, _Member] = {}
         self._group: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
+        self._stopping = False
         self._broken: set[str] = set()
         """Clusters whose connection could not be used at the last refresh."""
 
@@ -63,6 +64,8 @@ class Clusters:
             self._start(None, self._settings)
             self._started.set()
             await stop.wait()
+            # From here on the members drain; a trigger refresh still under way changes nothing.
+            self._stopping = True
             for member in self._members.values():
                 member.stop.set()
         self._group = None
@@ -70,11 +73,15 @@ class Clusters:
     async def apply(self, wanted: Wanted) -> None:
         """Give every cluster its topics; start, restart and stop members to match."""
         await self._started.wait()
+        if self._stopping:
+            return
         default = self._members.get(None)
         if default is not None:
             default.listener.set_topics(wanted.get(None, {}))
         for cluster in sorted(c for c in wanted if c is not None):
             settings = await self._resolve(cluster)
+            if self._stopping:
+                return
             member = self._members.get(cluster)
             if member is not None and (settings is None or member.settings != settings):
                 await self._stop(cluster)
