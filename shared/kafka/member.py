@@ -137,6 +137,8 @@ class KafkaListener(Probing):
         self._settled.set()
         self._joined = False
         """Whether the last rebalance completed (an assignment, possibly empty, was received)."""
+        self._unjoined_since: float | None = None
+        """Since when (loop time) the member waits for a join or rebalance to complete."""
         self._reset_suspects: set[TopicPartition] = set()
         """Partitions whose log was seen ending below the commit at the last probe."""
 
@@ -239,6 +241,7 @@ class KafkaListener(Probing):
         self._settled.set()
         self._has_topics = asyncio.Event()
         self._joined = False
+        self._unjoined_since = asyncio.get_running_loop().time()
         self._reset_suspects = set()
 
     async def _session(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:

@@ -62,9 +62,12 @@ class Probing(Fetching):
         self, consumer: AIOKafkaConsumer, assigned: Collection[TopicPartition]
     ) -> bool:
         """Report and end a stall (see ``shared.kafka.stall``); True while stalled."""
+        now = asyncio.get_running_loop().time()
         if not self._joined:
-            # Joining (or rebalancing) is not a stall: no partitions is expected meanwhile.
-            return self._stalled
+            # Joining (or rebalancing) has no partitions yet; only one that lasts is a stall.
+            if not self._subscribed or self._unjoined_since is None:
+                return self._stalled
+            return self._act_on(self._stall.joining(now, self._unjoined_since))
         backlog: dict[TopicPartition, tuple[int, int]] = {}
         if self._subscribed and not assigned:
             try:
@@ -74,7 +77,9 @@ class Probing(Fetching):
                 listener_metrics.ERRORS.labels("probe").inc()
                 log.warning("kafka_backlog_unavailable", error=admission.describe(exc))
                 return self._stalled
-        state = self._stall.observe(asyncio.get_running_loop().time(), len(assigned), backlog)
+        return self._act_on(self._stall.observe(now, len(assigned), backlog))
+
+    def _act_on(self, state: StallState) -> bool:
         if state.verdict == "waiting":
             return self._stalled
         if state.verdict == "ok":
@@ -95,10 +100,12 @@ class Probing(Fetching):
         return True
 
     def _report_stall(self, state: StallState) -> None:
+        rejoin = f"rejoining the group after {self._config.stall_rejoin_s:.0f} s"
         detail = (
-            f"stalled: no partitions assigned for {state.stalled_s:.0f} s while "
-            f"{len(self._subscribed)} topics hold {state.unconsumed} unconsumed messages; "
-            f"rejoining the group after {self._config.stall_rejoin_s:.0f} s"
+            f"stalled: joining the group has not completed for {state.stalled_s:.0f} s; {rejoin}"
+            if state.joining
+            else f"stalled: no partitions assigned for {state.stalled_s:.0f} s while "
+            f"{len(self._subscribed)} topics hold {state.unconsumed} unconsumed messages; {rejoin}"
         )
         if not self._stalled:
             log.error(
@@ -106,6 +113,7 @@ class Probing(Fetching):
                 group=self._kafka.kafka_group_id,
                 topics=self._subscribed,
                 unconsumed=state.unconsumed,
+                joining=state.joining,
                 stalled_s=round(state.stalled_s, 1),
                 rejoin_after_s=self._config.stall_rejoin_s,
             )

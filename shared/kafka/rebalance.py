@@ -74,6 +74,7 @@ class Rebalancing(CommitTracking, ConsumerRebalanceListener):  # type: ignore[mi
         """Commit what is admitted, then drop the revoked partitions' remaining work."""
         self._settled.clear()
         self._joined = False
+        self._unjoined_since = asyncio.get_running_loop().time()
         if not revoked:
             return
         listener_metrics.REVOCATIONS.inc()
@@ -102,6 +103,7 @@ class Rebalancing(CommitTracking, ConsumerRebalanceListener):  # type: ignore[mi
         """Give every assigned partition its start position (see the module docstring)."""
         consumer = self._consumer
         self._joined = True
+        self._unjoined_since = None
         try:
             log.info("kafka_partitions_assigned", partitions=partition_names(assigned))
             if consumer is not None and assigned:

@@ -125,4 +125,5 @@ class MemberState:
     _settled: asyncio.Event
     _has_topics: asyncio.Event
     _joined: bool
+    _unjoined_since: float | None
     _reset_suspects: set[TopicPartition]
