@@ -21,9 +21,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from services.kafka_listener.config import ListenerSettings
 from services.kafka_listener.service import run
 from shared.embedded.kafka import EmbeddedKafka
+from shared.kafka.config import ListenerSettings
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings, load_settings
 from tests.factories import add_trigger, add_workflow, kafka_trigger, workflow
