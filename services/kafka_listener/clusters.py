@@ -30,6 +30,7 @@ from shared.kafka.config import ListenerSettings
 from shared.kafka.member import KafkaListener
 from shared.kafka.state import READINESS_COMPONENT
 from shared.probes import READINESS
+from shared.secret_box import SecretBox
 from shared.settings import KafkaSettings
 
 log = structlog.get_logger("sluice.kafka_listener")
@@ -46,8 +47,16 @@ class _Member:
 class Clusters:
     """The members of every wanted cluster; ``apply`` follows the triggers, ``run`` hosts them."""
 
-    def __init__(self, settings: KafkaSettings, config: ListenerSettings, pool: Executor) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        config: ListenerSettings,
+        pool: Executor,
+        box: SecretBox | None = None,
+    ) -> None:
         self._settings = settings
+        # Opens the secrets of `kafka` connections; None when SLUICE_SECRET_KEY is not set.
+        self._box = box
         self._config = config
         self._pool = pool
         self._members: dict[str | None, _Member] = {}
@@ -125,7 +134,11 @@ class Clusters:
     async def _resolve(self, cluster: str) -> KafkaSettings | None:
         workspace, _, name = cluster.partition("/")
         try:
-            resolved = await connections.resolve(self._pool, int(workspace), name)
+            if self._box is None:
+                raise KafkaConnectionError(
+                    "SLUICE_SECRET_KEY is not set, so the connection's secrets cannot be read"
+                )
+            resolved = await connections.resolve(self._pool, int(workspace), name, self._box)
             if resolved.kind != "kafka":
                 raise KafkaConnectionError(
                     f"connection {name!r} is of kind {resolved.kind!r}, not 'kafka'"

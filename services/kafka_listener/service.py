@@ -52,7 +52,8 @@ async def run(
         if pool is None:
             return
         try:
-            clusters = Clusters(settings, config, pool)
+            box = settings.secret_box() if settings.secret_key else None
+            clusters = Clusters(settings, config, pool, box)
             log.info(
                 "kafka_listener_started",
                 group=settings.kafka_group_id,

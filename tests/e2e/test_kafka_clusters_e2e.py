@@ -20,6 +20,7 @@ from shared.db import connections
 from shared.embedded.kafka import EmbeddedKafka, create_topics
 from tests.integration.kafka_support import group_id
 from tests.support.kafka_listener import Pool, bind, eventually, listener_process, send
+from tests.support.secrets import suite_box
 
 SECRET = "kafka-secret-" + uuid.uuid4().hex
 PROCESS_WAIT_S = 30.0
@@ -59,7 +60,7 @@ async def test_a_listener_process_reads_two_clusters_and_survives_one_going_down
         config={"bootstrap_servers": second_broker.bootstrap},
         secrets={"sasl_password": SECRET},
     )
-    await connections.upsert(pool, 1, spec)
+    await connections.upsert(pool, 1, spec, suite_box())
     await bind(pool, topic, trigger="on_default")
     await bind(pool, topic, trigger="on_second", connection="second")
     log = tmp_path / "listener.log"

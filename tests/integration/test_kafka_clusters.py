@@ -28,6 +28,7 @@ from tests.support.kafka_listener import (
     sample,
     send,
 )
+from tests.support.secrets import suite_box
 
 SECRET = "s3cr3t-kafka-password-" + uuid.uuid4().hex
 
@@ -42,7 +43,7 @@ async def add_connection(pool: Pool, name: str, config: dict[str, object]) -> No
     spec = connections.ConnectionSpec(
         name=name, kind="kafka", config=config, secrets={"sasl_password": SECRET}
     )
-    await connections.upsert(pool, 1, spec)
+    await connections.upsert(pool, 1, spec, suite_box())
 
 
 async def values_by_workflow(pool: Pool) -> dict[str, list[int]]:
