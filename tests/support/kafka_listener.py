@@ -28,6 +28,7 @@ from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings, load_settings
 from tests.factories import add_trigger, add_workflow, kafka_trigger, workflow
 from tests.integration.kafka_support import WAIT_S, group_id, group_timing, producer
+from tests.support.secrets import TEST_SECRET_KEY
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 T = TypeVar("T")
@@ -126,6 +127,7 @@ def listener_env(db_url: str, broker: EmbeddedKafka, group: str, **extra: str) -
             "SLUICE_LOG_FORMAT": "json",
             "SLUICE_METRICS_PORT": "0",
             "SLUICE_DRAIN_TIMEOUT_S": "5",
+            "SLUICE_SECRET_KEY": TEST_SECRET_KEY,
             **extra,
         }
     )
