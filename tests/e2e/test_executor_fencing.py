@@ -148,7 +148,8 @@ async def test_a_disturbed_executor_s_sql_statement_is_cancelled_before_the_retr
     [iid] = await enqueue(pool, version)
     env = {"SLUICE_LEASE_S": str(LEASE_S)}
     async with executor_process(db_url, tmp_path / "a.log", **env) as first:
-        await wait_value(pool, f"SELECT ({ACTIVE_SQL}) > 0")
+        # The node's own statement, not the type introspection that precedes it.
+        await wait_value(pool, f"SELECT ({ACTIVE_SQL} AND query LIKE '%sluice_test_runs%') > 0")
         first.send_signal(disturb)
         try:
             gone_s = await wait_value(pool, f"SELECT ({ACTIVE_SQL}) = 0")

@@ -52,7 +52,8 @@ async def setup(pool: Pool, db_url: str, **node: Any) -> int:
 
 async def statement_running(pool: Pool) -> None:
     await wait_for(pool, RUNNING_FIRST)
-    await wait_for(pool, f"SELECT ({ACTIVE}) > 0")
+    # The node's own statement, not the type introspection that precedes it.
+    await wait_for(pool, f"SELECT ({ACTIVE} AND query LIKE '%pg_sleep%') > 0")
 
 
 async def gone_within(pool: Pool, seconds: float) -> float:
