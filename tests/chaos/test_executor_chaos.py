@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ SAMPLE_S = 0.05
 INSTANCES = 24  # per workflow
 MAX_PARALLEL = 2  # workflow "capped": max_parallel_instances
 SLOTS = 3  # workflow "grouped": its nodes share a resource group of this many slots
-MARKER = "sluice-chaos-node"
+# Unique per run: the sampler looks at every process of the host, and another run of this
+# scenario (another checkout, another CI job) may be going on beside this one.
+MARKER = f"sluice-chaos-node-{uuid.uuid4().hex[:12]}"
 
 
 def node_code(kind: str) -> str:

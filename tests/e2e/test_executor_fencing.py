@@ -110,10 +110,12 @@ async def test_a_killed_executor_s_node_dies_at_once(
 # First run sleeps a minute; every run divides by zero if another node statement is active.
 SLEEPY_SQL = """SELECT 1 / (1 - least(1, (SELECT count(*) FROM pg_stat_activity
                   WHERE application_name = 'sluice-node' AND state = 'active'
+                    AND datname = current_database()
                     AND pid <> pg_backend_pid()))::int) AS alone,
        pg_sleep(CASE WHEN nextval('sluice_test_runs') = 1 THEN 60 ELSE 0 END)"""
 ACTIVE_SQL = """SELECT count(*) FROM pg_stat_activity
-                WHERE application_name = 'sluice-node' AND state = 'active'"""
+                WHERE application_name = 'sluice-node' AND state = 'active'
+                    AND datname = current_database()"""
 
 
 async def wait_value(pool: Pool, query: str, timeout_s: float = 30) -> float:

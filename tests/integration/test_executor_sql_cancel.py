@@ -30,10 +30,12 @@ from tests.support.executor import (
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 ACTIVE = """SELECT count(*) FROM pg_stat_activity
-            WHERE application_name = 'sluice-node' AND state = 'active'"""
+            WHERE application_name = 'sluice-node' AND state = 'active'
+                    AND datname = current_database()"""
 RUNNING_FIRST = "SELECT 1 FROM attempts WHERE state = 'running' AND attempt = 1"
 SLEEPY = """SELECT 1 / (1 - least(1, (SELECT count(*) FROM pg_stat_activity
                   WHERE application_name = 'sluice-node' AND state = 'active'
+                    AND datname = current_database()
                     AND pid <> pg_backend_pid()))::int) AS alone,
        pg_sleep(CASE WHEN nextval('sluice_test_runs') = 1 THEN 60 ELSE 0 END)"""
 
