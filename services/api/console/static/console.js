@@ -96,6 +96,8 @@
       const data = await callApi(form.dataset.submit, formBody(form));
       if (form.dataset.kind === "run") {
         window.location.assign("/instances/" + data.instance_id);
+      } else if (form.dataset.kind === "notify-test") {
+        window.location.assign("/notifications");
       } else {
         window.location.assign("/instances?backfill=" + data.id);
       }
