@@ -122,6 +122,12 @@ async def test_notifications_list_filters_pages_and_shows_on_the_instance(
         shown = await viewer.get(f"/instances/{iid}")
         assert shown.text.count("data-notification=") == 50
         assert f'href="/notifications?instance={iid}"' in shown.text
+        # After the run the page stops its live reads; the alerts table re-reads only itself.
+        source = f"/instances/{iid}/notifications"
+        assert f'data-refresh-from="{source}"' in shown.text
+        polled = await viewer.get(source)
+        assert polled.status_code == 200 and polled.text.count("data-notification=") == 50
+        assert "<html" not in polled.text and 'id="notifications"' in polled.text
         only = await viewer.get(f"/notifications?instance={iid}&state=pending")
         assert only.text.count("data-notification=") == 10
 
@@ -150,3 +156,7 @@ async def test_notifications_list_filters_pages_and_shows_on_the_instance(
     team = await make_token(pool, "team_b", "admin")
     async with signed_in(api_server, team) as other:
         assert "data-notification=" not in (await other.get("/notifications")).text
+        assert "data-notification=" not in (await other.get(f"/instances/{iid}/notifications")).text
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as anonymous:
+        assert (await anonymous.get(f"/instances/{iid}/notifications")).status_code == 401
+        assert (await anonymous.get("/notifications")).status_code == 303

@@ -395,10 +395,7 @@ async def instance_page(request: Request, instance_id: int) -> Response:
         inst, outputs = await _instance(request, principal, instance_id)
     except NotFound:
         return _not_found(request, principal, f"instance {instance_id}")
-    async with get_pool(request).acquire() as conn:
-        notes = await notification_repo.list_for(
-            conn, principal.workspace_id, instance_id=instance_id, limit=PAGE_SIZE
-        )
+    notes = await _instance_notifications(request, principal, instance_id)
     graph = layout.layout({n.name: n.upstream for n in inst.nodes})
     info: dict[str, dict[str, object]] = {
         n.name: {"type": n.type, "priority": n.priority, "weight": n.weight} for n in inst.nodes
@@ -414,6 +411,34 @@ async def instance_page(request: Request, instance_id: int) -> Response:
         notifications=notes,
         more_notifications=len(notes) == PAGE_SIZE,
         **view,
+    )
+
+
+async def _instance_notifications(
+    request: Request, principal: Principal, instance_id: int
+) -> list[NotificationOut]:
+    async with get_pool(request).acquire() as conn:
+        return await notification_repo.list_for(
+            conn, principal.workspace_id, instance_id=instance_id, limit=PAGE_SIZE
+        )
+
+
+@router.get("/instances/{instance_id}/notifications", response_class=HTMLResponse)
+async def instance_notifications(request: Request, instance_id: int) -> Response:
+    """The notifications table of an instance page, polled by it: alerts go out after the
+    instance ends, when the page has stopped re-reading its live parts."""
+    principal = await _principal(request)
+    if principal is None:
+        return _error(401, "not signed in")
+    notes = await _instance_notifications(request, principal, instance_id)
+    return _page(
+        request,
+        principal,
+        "_notifications.html",
+        rows=notes,
+        compact=True,
+        refresh=True,
+        refresh_from=f"/instances/{instance_id}/notifications",
     )
 
 
