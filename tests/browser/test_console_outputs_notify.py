@@ -58,8 +58,14 @@ async def test_outputs_show_as_text_and_a_failure_alert_shows_sent(
 
         page = await console.visit("/notifications", "notifications")
         await page.click("#notify-test-button")
+        textarea = page.locator('#notify-test-dialog textarea[name="rule"]')
+        await textarea.fill('{"on": ["failure"], "channel": "fax"}')
+        await page.click("#notify-test-submit")
+        error = page.locator("#notify-test-dialog [data-error]")
+        await expect(error).to_contain_text("422")  # the API's answer, naming the field
+        await expect(error).to_contain_text("rule.channel")
         rule = f'{{"on": ["failure"], "channel": "webhook", "url": "{hook.url}"}}'
-        await page.fill('#notify-test-dialog textarea[name="rule"]', rule)
+        await textarea.fill(rule)
         await console.shots.take(page, "notify-test-dialog")
         await page.click("#notify-test-submit")
         test_row = page.locator("#notifications tr[data-notification]").first
