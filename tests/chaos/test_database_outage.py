@@ -63,6 +63,11 @@ async def own_postgres() -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
             await asyncio.to_thread(server.stop)
 
 
+def tail(log: Path, lines: int = 15) -> str:
+    """The end of a service's log, for the failure message."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 async def unfinished(pool: Pool) -> int:
     return int(
         await pool.fetchval(
@@ -136,7 +141,10 @@ async def test_postgres_stopped_for_20_seconds_while_messages_arrive_and_nodes_r
             await pool.close()
         await asyncio.to_thread(server.stop)
         await asyncio.sleep(OUTAGE_S)  # the outage itself, not a wait for a condition
-        assert all(alive(pid) for pid in pids.values()), "a service died during the outage"
+        dead = [name for name, pid in pids.items() if not alive(pid)]
+        assert not dead, f"died during the outage: {dead}\n" + "\n".join(
+            tail(tmp_path / f"{name}.log") for name in dead
+        )
         restarted_dsn = await asyncio.to_thread(server.start)
         assert restarted_dsn == dsn
         back = time.monotonic()
