@@ -353,6 +353,41 @@ def _logs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _outputs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    path = client.ws(f"/instances/{args.instance}/nodes/{quote(args.node, safe='')}/outputs")
+    result = client.get(path)
+    if args.attempt is not None:
+        chosen = [a for a in result["attempts"] if a["attempt"] == args.attempt]
+        if not chosen:
+            raise ClientError(f"attempt {args.attempt} of node {args.node!r} not found")
+        _json(chosen[0]["outputs"] if not args.json else chosen[0], out)
+        return EXIT_OK
+    if args.json:
+        _json(result, out)
+        return EXIT_OK
+    if result["attempt"] is None:
+        out.write(f"node {result['node']} ({result['state']}): no succeeded attempt yet\n")
+    else:
+        out.write(
+            f"node {result['node']} ({result['state']}): descendants read attempt "
+            f"{result['attempt']}\n"
+        )
+        _json(result["outputs"], out)
+    if result["attempts"]:
+        out.write("\n")
+        rows = []
+        for a in result["attempts"]:
+            shown = a["outputs"]
+            text = "-" if shown is None else json.dumps(shown, ensure_ascii=False)
+            rows.append((a["attempt"], a["state"], a["finished_at"], _clip(text, 60)))
+        table(rows, ("ATTEMPT", "STATE", "FINISHED", "OUTPUTS"), out)
+    return EXIT_OK
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _terminate(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     result = client.post(client.ws(f"/instances/{args.id}/terminate"))
     if args.json:
@@ -653,6 +688,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("node")
     p.add_argument("--attempt", type=_positive_int, help="default: the latest attempt")
     p.add_argument("-f", "--follow", action="store_true", help="stream until the attempt ends")
+
+    p = add("outputs", _outputs, "show a node's outputs and those of each of its attempts")
+    p.add_argument("instance", type=_positive_int)
+    p.add_argument("node")
+    p.add_argument("--attempt", type=_positive_int, help="print only this attempt's outputs")
 
     p = add("terminate", _terminate, "kill a running instance")
     p.add_argument("id", type=_positive_int)

@@ -9,15 +9,22 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
 from services.executor import metrics as executor_metrics
 from services.executor.claims import ClaimedNode
+from services.executor.fencing import FenceLink
 from services.executor.logs import LogBuffer
 from services.executor.operations import Finish
-from services.executor.prepare import AnyNode, PrepareError, WorkflowContext, prepare
+from services.executor.prepare import (
+    AnyNode,
+    PrepareError,
+    WorkflowContext,
+    node_code,
+    prepare,
+)
 from services.executor.runners import check, python, shell, sql, sync
 from services.executor.runners.base import AttemptContext, Runner, RunnerServices, RunResult
 from shared import metrics
@@ -38,7 +45,7 @@ StopReason = Literal["terminated", "lost", "self_fenced", "released"]
 _STOP_NOTES: dict[str, str] = {
     "terminated": "terminated by request; process group killed",
     "lost": "lease lost to another executor; attempt killed",
-    "self_fenced": "could not renew the lease for half its length; attempt killed",
+    "self_fenced": "could not renew the lease in time; attempt killed",
     "released": "executor shutting down; attempt released to run again elsewhere",
 }
 
@@ -52,8 +59,11 @@ class RunningAttempt:
         node: AnyNode | None,
         log_buffer: LogBuffer,
         context: WorkflowContext | None = None,
+        fence_deadline: float = float("inf"),
     ) -> None:
         self.claimed = claimed
+        # The node processes' own deadline (monotonic): see fencing.py.
+        self.fence = FenceLink(fence_deadline)
         self.node = node
         self.context = context
         self.log = log_buffer
@@ -87,13 +97,37 @@ def _note_exit(buffer: LogBuffer, result: RunResult) -> None:
     buffer.note(f"killed by {name} (exit status {code})" if name else f"exit code {code}")
 
 
+def _reads_outputs(node: AnyNode, att: RunningAttempt) -> bool:
+    """Whether the attempt may reference `${nodes...}`: only then are ancestors' outputs read
+    (a root has none)."""
+    if att.claimed.is_root:
+        return False
+    c = att.claimed
+    layers = (
+        node.parameters,
+        att.context.parameters if att.context else {},
+        c.parameters,
+        c.workspace_parameters,
+    )
+    texts = [node_code(node), *(v for p in layers for v in p.values() if isinstance(v, str))]
+    return any("${nodes" in text for text in texts)
+
+
+async def _ancestor_outputs(att: RunningAttempt, services: RunnerServices) -> dict[str, Any]:
+    rows = await services.pool.fetch(
+        Q["ancestor_outputs"], att.claimed.node_id, att.claimed.instance_id
+    )
+    return {str(r["name"]): r["outputs"] or {} for r in rows}
+
+
 async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
     node = att.node
     if node is None:
         att.log.note("node is not in its workflow version")
         return RunResult(ok=False, reason="error")
+    outputs = await _ancestor_outputs(att, services) if _reads_outputs(node, att) else None
     try:
-        prepared = prepare(node, att.claimed, att.claimed.attempt, att.context)
+        prepared = prepare(node, att.claimed, att.claimed.attempt, att.context, outputs)
     except PrepareError as exc:
         # A missing path or an unbindable value fails the node, naming it: never "".
         att.log.note(f"parameters: {exc}")
@@ -109,7 +143,12 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
         # In-process no-op: nothing to run, stop or time out.
         return RunResult(ok=True, exit_code=0)
     ctx = AttemptContext(
-        node=node, claimed=att.claimed, prepared=prepared, log=att.log, services=services
+        node=node,
+        claimed=att.claimed,
+        prepared=prepared,
+        log=att.log,
+        services=services,
+        fence=att.fence,
     )
     work = asyncio.create_task(RUNNERS[node.type](ctx))
     stopped = asyncio.create_task(att.wait_stopped())
@@ -118,7 +157,21 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
             {work, stopped}, timeout=att.claimed.timeout_s, return_when=asyncio.FIRST_COMPLETED
         )
         if work in done:
-            return work.result()
+            if time.monotonic() >= att.fence.deadline:
+                # The fence killed the node because renewals stopped: this executor can no longer
+                # be sure it holds the lease, so it writes nothing, as when it fences itself.
+                att.stop("self_fenced")
+            else:
+                result = work.result()
+                if result.ok and result.outputs is not None:
+                    # Fenced like every write; stored before the finish readies any descendant.
+                    await services.pool.execute(
+                        Q["record_outputs"],
+                        att.claimed.attempt_id,
+                        att.claimed.lease_token,
+                        result.outputs,
+                    )
+                return result
         work.cancel()
         # The runner kills its process group when cancelled; wait until it has.
         await asyncio.wait({work})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,8 +90,13 @@ def redact(values: dict[str, str]) -> dict[str, str]:
     return {k: REDACTED if _SECRET_NAME.search(k) else v for k, v in values.items()}
 
 
-def resolve(node: AnyNode, instance: ClaimedNode, context: WorkflowContext) -> Resolution:
-    """Resolve every parameter and built-in of this attempt."""
+def resolve(
+    node: AnyNode,
+    instance: ClaimedNode,
+    context: WorkflowContext,
+    outputs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Resolution:
+    """Resolve every parameter and built-in of this attempt (`outputs`: the ancestors')."""
     workflow_type = instance.workflow_type
     inp = ResolutionInput(
         workflow_type=workflow_type,  # type: ignore[arg-type]
@@ -106,14 +112,20 @@ def resolve(node: AnyNode, instance: ClaimedNode, context: WorkflowContext) -> R
         node_params=node.parameters,
         runtime_params=instance.parameters,
         trigger_message=instance.trigger_message,
+        node_outputs=outputs or {},
     )
     return resolve_parameters(inp)
 
 
 def prepare(
-    node: AnyNode, instance: ClaimedNode, attempt: int, context: WorkflowContext | None = None
+    node: AnyNode,
+    instance: ClaimedNode,
+    attempt: int,
+    context: WorkflowContext | None = None,
+    outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Prepared:
-    """The bound code, environment and files of one attempt of `node` in `instance`.
+    """The bound code, environment and files of one attempt of `node` in `instance`;
+    `outputs` maps each ancestor to its outputs (`${nodes.<node>.outputs...}`).
 
     Raises PrepareError naming the parameter or path that does not resolve.
     """
@@ -126,7 +138,7 @@ def prepare(
     }
     files = {TRIGGER_MESSAGE_VAR: json.dumps(instance.trigger_message, ensure_ascii=False)}
     try:
-        resolution = resolve(node, instance, context)
+        resolution = resolve(node, instance, context, outputs)
         for name, value in resolution.values.items():
             if len(value) > _MAX_ENV_VALUE or "\x00" in value:
                 files[env_name(name) + "_FILE"] = value

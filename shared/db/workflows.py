@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from shared.db.errors import Conflict, Invalid, NotFound
+from shared.db.notifications import check_spec_connections
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
 from shared.models.common import Record
@@ -62,6 +63,7 @@ async def save(
     """Store a spec as a new version (unless identical to the latest); optionally publish it."""
     async with conn.transaction():
         trigger_id = await _trigger_id(conn, workspace_id, spec)
+        await check_spec_connections(conn, workspace_id, spec)
         spec_json = _spec_json(spec)
         row = await conn.fetchrow(Q["lock_workflow"], workspace_id, spec.name)
         created = row is None

@@ -40,7 +40,8 @@ __all__ = [
 WorkflowType = Literal["scheduled", "triggered", "manual"]
 
 # Paths under these roots are built-ins even when they do not exist (a missing one fails the node).
-BUILTIN_NAMESPACES = ("workflow", "system", "node")
+# `nodes` holds the outputs of the node's ancestors (shared.params.outputs).
+BUILTIN_NAMESPACES = ("workflow", "system", "node", "nodes")
 _BUILTIN_NAMES = frozenset({"bizdate", "cyctime"})
 _PLACEHOLDER_RE = re.compile(PLACEHOLDER_PATTERN)
 
@@ -113,7 +114,7 @@ def _head(path: str) -> str:
 
 
 def _is_builtin_path(path: str) -> bool:
-    return any(path.startswith(f"{root}.") for root in BUILTIN_NAMESPACES)
+    return any(path.startswith((f"{root}.", f"{root}[")) for root in BUILTIN_NAMESPACES)
 
 
 def _resolvable(path: str, params: Container[str]) -> bool:
@@ -147,6 +148,8 @@ class ResolutionInput:
     node_params: Mapping[str, object] = field(default_factory=dict)
     runtime_params: Mapping[str, object] = field(default_factory=dict)
     trigger_message: object = None
+    # Ancestor node name -> the outputs of its latest successful attempt.
+    node_outputs: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.workflow_type not in ("scheduled", "triggered", "manual"):
@@ -235,6 +238,7 @@ def _builtins(inp: ResolutionInput, cyctime: datetime) -> dict[str, object]:
             "triggerMessage": inp.trigger_message,
         },
         "node": {"name": inp.node_name},
+        "nodes": {name: {"outputs": dict(out)} for name, out in inp.node_outputs.items()},
     }
 
 

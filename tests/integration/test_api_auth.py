@@ -29,6 +29,7 @@ from tests.factories import (
     workflow,
 )
 from tests.support.api import ApiServer, Pool, api_server_fixture, make_token  # noqa: F401
+from tests.support.secrets import suite_box
 
 ROLES = ("viewer", "operator", "developer", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -124,6 +125,7 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/instances", {"workflow": "seed_m"}),
         ("/workspaces/{ws}/instances/{waiting}", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/log", None),
+        ("/workspaces/{ws}/instances/{waiting}/nodes/a/outputs", None),
         ("/workspaces/{ws}/events", {"trigger": "seed_t"}),
         ("/workspaces/{ws}/events/{event}", None),
     )
@@ -153,7 +155,9 @@ async def seed(pool: Pool) -> Seed:
         await add_trigger(conn, kafka_trigger("seed_t", "orders"))
         await add_workflow(conn, workflow("seed_wf", trigger="seed_t"))
         await add_workflow(conn, workflow("seed_m", type="manual"))
-        await connection_repo.upsert(conn, 1, ConnectionSpec(name="seed_c", kind="postgres"))
+        await connection_repo.upsert(
+            conn, 1, ConnectionSpec(name="seed_c", kind="postgres"), suite_box()
+        )
         waiting = await intake.request_run(conn, 1, "seed_m", RunRequest(), now=NOW)
         ended = await intake.request_run(conn, 1, "seed_m", RunRequest(), now=NOW)
         # An instance that ended in failure, as the executor would leave it.

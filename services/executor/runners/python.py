@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from services.executor.runners.base import AttemptContext, RunResult
+from services.executor.runners.outputs import with_outputs
 from services.executor.runners.process import run_process
 
 
@@ -17,5 +18,7 @@ async def run(ctx: AttemptContext) -> RunResult:
         cwd=setup.cwd,
         log=ctx.log,
         grace_s=ctx.services.kill_grace_s,
+        fence=ctx.fence,
+        user=ctx.services.node_user.ids if ctx.services.node_user else None,
     )
-    return RunResult.from_exit_code(code)
+    return await with_outputs(ctx, RunResult.from_exit_code(code))
