@@ -1,9 +1,10 @@
 """PostgreSQL stopped for 20 s while Kafka messages arrive and nodes run.
 
 A PostgreSQL server of this scenario's own (stopping the suite's would fail every other test),
-real `sluice run kafka-listener`, `executor` and `api` processes. Every service must come back by
-itself: the same processes (no crash loop, no restart), `/readyz` 200 again, every message
-admitted exactly once and every run finished.
+real `sluice run` processes of every service (kafka-listener, storage-listener, executor,
+scheduler, notifier, api). Every service must come back by itself: the same processes (no crash
+loop, no restart), `/readyz` 200 again, every message admitted exactly once and every run
+finished.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ async def test_postgres_stopped_for_20_seconds_while_messages_arrive_and_nodes_r
     finally:
         await setup.close()
     ids = message_ids("pgdown", 400)
-    ports = {name: free_port() for name in ("kafka-listener", "executor", "api")}
+    services = ("kafka-listener", "executor", "api", "scheduler", "storage-listener", "notifier")
+    ports = {name: free_port() for name in services}
     envs: dict[str, dict[str, Any]] = {
         "kafka-listener": listener_env(
             dsn, kafka_broker, group_id(), SLUICE_METRICS_PORT=str(ports["kafka-listener"])
@@ -109,6 +111,15 @@ async def test_postgres_stopped_for_20_seconds_while_messages_arrive_and_nodes_r
             dsn,
             SLUICE_API_PORT=str(free_port()),
             SLUICE_METRICS_PORT=str(ports["api"]),
+            SLUICE_HOST="127.0.0.1",
+        ),
+        "scheduler": sluice_env(dsn, SLUICE_METRICS_PORT=str(ports["scheduler"])),
+        "notifier": sluice_env(dsn, SLUICE_METRICS_PORT=str(ports["notifier"])),
+        "storage-listener": sluice_env(
+            dsn,
+            SLUICE_METRICS_PORT=str(ports["storage-listener"]),
+            SLUICE_WEBHOOK_PORT=str(free_port()),
+            SLUICE_WEBHOOK_TOKENS="chaos-token",
             SLUICE_HOST="127.0.0.1",
         ),
     }
