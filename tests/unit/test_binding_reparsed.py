@@ -51,6 +51,10 @@ SHELL_REJECTED = [
     "python3 - <<<'print(\"${p}\")'",
     "flock /tmp/l -c 'echo ${p}'",
     "echo ok; bash -c 'echo ${workflow.triggerMessage.key}'",
+    "echo ${UNSET:-$(bash -c 'echo ${p}')}",
+    "echo \"${UNSET:-`sh -c 'echo ${p}'`}\"",
+    "cat <<EOF\nit's $(bash -c 'echo ${p}')\nEOF",
+    "cat <<-EOF | cat\n\tx\n\tEOF\neval ${p}",
 ]
 
 SHELL_ACCEPTED = [
@@ -182,3 +186,9 @@ def test_workflow_specs_refuse_reparsed_placeholders_naming_the_node() -> None:
     # A name the spec does not define is shell syntax here, not a placeholder.
     spec["nodes"] = [{"name": "ok", "type": "shell", "code": "bash -c 'echo ${HOME}'"}]
     WorkflowSpec.model_validate(spec)
+
+
+def test_each_nesting_level_is_analysed_once() -> None:
+    # Re-analysing nested substitutions at every level would take 2**40 steps here.
+    code = "echo " + '"$(echo ' * 40 + "\"$(bash -c '${p}')\"" + ')"' * 40
+    assert len(find_reparsed(code, "shell", known)) == 1

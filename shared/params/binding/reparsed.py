@@ -214,8 +214,12 @@ class _ShellScan:
 
     # -- lexing -----------------------------------------------------------------------------------
 
-    def skip_quoted(self, i: int, end: int) -> int:
-        """Index past the quoted or substituted construct starting at code[i]."""
+    def skip_quoted(self, i: int, end: int, analyse: bool = True) -> int:
+        """Index past the quoted or substituted construct starting at code[i].
+
+        With `analyse`, the commands inside a `$(...)` or backquotes are checked too; finding a
+        closing bracket does not analyse, so each nested level is analysed once.
+        """
         code = self.code
         if code[i] == "'":
             close = code.find("'", i + 1, end)
@@ -231,24 +235,41 @@ class _ShellScan:
                 if code[j] == "\\":
                     j += 2
                 elif code.startswith("$(", j) or code.startswith("${", j) or code[j] == "`":
-                    j = self.skip_quoted(j, end)
+                    j = self.skip_quoted(j, end, analyse)
                 else:
                     j += 1
             return min(j + 1, end)
         if code.startswith("$(", i):
             close = self.matching(i + 2, end, "(", ")")
-            if not code.startswith("$((", i):
+            if analyse and not code.startswith("$((", i):
                 self.commands(i + 2, close)
             return min(close + 1, end)
         if code.startswith("${", i):
-            return min(self.matching(i + 2, end, "{", "}") + 1, end)
+            close = self.matching(i + 2, end, "{", "}")
+            if analyse:
+                self.expansions(i + 2, close)
+            return min(close + 1, end)
         if code[i] == "`":
             j = i + 1
             while j < end and code[j] != "`":
                 j += 2 if code[j] == "\\" else 1
-            self.commands(i + 1, j)
+            if analyse:
+                self.commands(i + 1, j)
             return min(j + 1, end)
         return i + 1
+
+    def expansions(self, i: int, end: int) -> None:
+        """Check the command substitutions inside text the shell expands (`${x:-...}`, an
+        unquoted here-document body)."""
+        code = self.code
+        while i < end:
+            ch = code[i]
+            if ch == "\\":
+                i += 2
+            elif ch == "`" or (ch == "$" and code[i + 1 : i + 2] in ("(", "{")):
+                i = self.skip_quoted(i, end)
+            else:
+                i += 1
 
     def matching(self, i: int, end: int, opener: str, closer: str) -> int:
         depth = 0
@@ -259,7 +280,7 @@ class _ShellScan:
                 i += 2
                 continue
             if ch in "'\"`" or (ch == "$" and code[i + 1 : i + 2] in ("(", "{", "'", '"')):
-                i = self.skip_quoted(i, end)
+                i = self.skip_quoted(i, end, analyse=False)
                 continue
             if ch == opener:
                 depth += 1
@@ -276,7 +297,7 @@ class _ShellScan:
         i = start
         words: list[_Word] = []
         word_start: int | None = None
-        heredocs: list[tuple[str, bool]] = []
+        heredocs: list[tuple[str, bool, bool]] = []
         stdin: list[tuple[int, int]] = []
         pipeline: list[_Command] = []
         here_string_next = False
@@ -332,7 +353,9 @@ class _ShellScan:
                 k = j
                 while k < end and code[k] not in " \t\n;&|()<>":
                     k = self.skip_quoted(k, end) if code[k] in "'\"" else k + 1
-                heredocs.append((_unquote(code[j:k]), code[i + 2 : i + 3] == "-"))
+                word = code[j:k]
+                expanded = not any(c in word for c in "'\"\\")
+                heredocs.append((_unquote(word), code[i + 2 : i + 3] == "-", expanded))
                 i = k
                 continue
             if ch in " \t":
@@ -344,19 +367,22 @@ class _ShellScan:
                 end_command(False)
                 i += 1
                 while heredocs:
-                    delimiter, strip = heredocs.pop(0)
+                    delimiter, strip, expanded = heredocs.pop(0)
                     body_start = i
                     while i < end:
                         line_end = code.find("\n", i, end)
                         line_end = end if line_end < 0 else line_end
                         line = code[i:line_end]
                         if (line.lstrip("\t") if strip else line) == delimiter:
-                            self.stdin_of_last(body_start, i)
-                            i = line_end + 1
                             break
                         i = line_end + 1
-                    else:
-                        self.stdin_of_last(body_start, end)
+                    body_end = min(i, end)
+                    self.stdin_of_last(body_start, body_end)
+                    if expanded:
+                        self.expansions(body_start, body_end)
+                    if i < end:
+                        line_end = code.find("\n", i, end)
+                        i = end if line_end < 0 else line_end + 1
                 continue
             if ch in ";&|()":
                 end_word(i)
