@@ -150,6 +150,8 @@ SQL_REJECTED = [
     "COPY t TO PROGRAM 'gzip > /tmp/${p}.gz'",
     "SELECT * FROM dblink('db', 'SELECT ''${p}''') AS t(x text)",
     "SELECT query_to_xml('select ${p}', true, false, '')",
+    "DO 'BEGIN EXECUTE ''DELETE FROM t WHERE x = ${p}''; END'",
+    "select 1;\nCREATE OR REPLACE FUNCTION f() RETURNS int AS 'SELECT ${p}' LANGUAGE sql",
 ]
 
 SQL_ACCEPTED = [
@@ -159,6 +161,8 @@ SQL_ACCEPTED = [
     "COPY t TO '/tmp/${p}.csv'",
     "SELECT $$ x $$, '${p}'",
     "SELECT dblink_connect('db'); SELECT '${p}'",
+    "SELECT x AS '${p}'",
+    "CREATE TABLE t AS SELECT '${p}' AS v",
 ]
 
 

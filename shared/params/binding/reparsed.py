@@ -15,9 +15,9 @@ from the environment inside the inner code (`"$SLUICE_PARAM_P"`), where it stays
 - python: the command of `os.system`, `os.popen`, `subprocess.*(..., shell=True)`,
   `asyncio.create_subprocess_shell`, `commands`/`subprocess.getoutput`, the code of `exec`,
   `eval` and `compile`, and the code argument of a `[..., "bash", "-c", code]` argument list;
-- sql: a dollar-quoted body (functions and DO blocks, whose PL/pgSQL `EXECUTE` and `format()`
-  parse text as SQL again), `COPY ... PROGRAM '...'`, and the query text given to `dblink`,
-  `dblink_exec`, `query_to_xml` and their relatives.
+- sql: a dollar-quoted body or the string body of a DO block or `CREATE FUNCTION ... AS '...'`
+  (PL/pgSQL `EXECUTE` and `format()` parse text as SQL again), `COPY ... PROGRAM '...'`, and
+  the query text given to `dblink`, `dblink_exec`, `query_to_xml` and their relatives.
 
 What node code does with a value on its own (`cmd = "echo " + os.environ[...]; os.system(cmd)`)
 is the node's code, as in any program; see docs/security.md.
@@ -683,6 +683,22 @@ _SQL_EXECUTING = re.compile(
 _PROGRAM_RE = re.compile(r"\bprogram\s*$", re.IGNORECASE)
 
 
+_DO_RE = re.compile(r"\bdo\s*$", re.IGNORECASE)
+_AS_RE = re.compile(r"\bas\s*$", re.IGNORECASE)
+_ROUTINE_RE = re.compile(r"^\s*create\s+(or\s+replace\s+)?(function|procedure)\b", re.IGNORECASE)
+
+
+def _is_body(code: str, start: int) -> bool:
+    """Whether the literal at `start` is a DO block or CREATE FUNCTION body (`AS '...'`)."""
+    before = code[max(0, start - 20) : start]
+    if _DO_RE.search(before):
+        return True
+    if not _AS_RE.search(before):
+        return False
+    statement = code[code.rfind(";", 0, start) + 1 : start]
+    return _ROUTINE_RE.search(statement) is not None
+
+
 def _sql_spans(code: str, placeholders: list[Placeholder]) -> list[Span]:
     literals = literal_spans(code, placeholders)
     found: list[Span] = []
@@ -693,6 +709,8 @@ def _sql_spans(code: str, placeholders: list[Placeholder]) -> list[Span]:
             )
         elif _PROGRAM_RE.search(code[max(0, start - 40) : start]):
             found.append((start, end, "the command of `COPY ... PROGRAM`, which a shell runs"))
+        elif kind != "identifier" and _is_body(code, start):
+            found.append((start, end, "a function or DO body written as a string, run as code"))
     for match in _SQL_EXECUTING.finditer(code):
         depth, j = 0, match.end()
         while j < len(code):
