@@ -608,6 +608,12 @@ _PY_SUBPROCESS = frozenset(
 )
 
 
+def _is_interpreter(program: str) -> bool:
+    """Whether a program run from an argument list takes code after `-c`/`-e`."""
+    name = program.rsplit("/", 1)[-1]
+    return name in _SHELLS or name in _CODE_OPTIONS or _PYTHON_RE.fullmatch(name) is not None
+
+
 def _call_name(func: ast.expr) -> str:
     if isinstance(func, ast.Name):
         return func.id
@@ -666,6 +672,9 @@ def _python_spans(code: str, placeholders: list[Placeholder]) -> list[Span]:
         elif name in _PY_SUBPROCESS:
             # `run(["bash", "-c", code])` or `create_subprocess_exec("bash", "-c", code)`.
             items = first.elts if isinstance(first, ast.List | ast.Tuple) else node.args
+            program = items[0] if items else None
+            if not (isinstance(program, ast.Constant) and _is_interpreter(str(program.value))):
+                continue
             for index, item in enumerate(items[:-1]):
                 if index >= 1 and isinstance(item, ast.Constant) and item.value in _CODE_FLAGS:
                     where = f"the code argument after `{item.value}`"
