@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from shared.db import dependencies
 from shared.db.errors import Conflict, Invalid, NotFound
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
@@ -62,6 +63,7 @@ async def save(
     """Store a spec as a new version (unless identical to the latest); optionally publish it."""
     async with conn.transaction():
         trigger_id = await _trigger_id(conn, workspace_id, spec)
+        await dependencies.validate(conn, workspace_id, spec)
         spec_json = _spec_json(spec)
         row = await conn.fetchrow(Q["lock_workflow"], workspace_id, spec.name)
         created = row is None
