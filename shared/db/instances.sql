@@ -48,7 +48,7 @@ WHERE instance_id = $1 AND state IN ('pending', 'ready');
 -- name: get_instance
 SELECT i.id, ws.name AS workspace, w.name AS workflow, i.version, i.kind, i.state, i.priority,
        i.cyctime, i.bizdate, i.parameters, i.trigger_message, i.event_id, i.backfill_id,
-       i.created_at, i.started_at, i.finished_at, i.reason
+       i.created_at, i.started_at, i.finished_at
 FROM instances i
 JOIN workflows w ON w.id = i.workflow_id
 JOIN workspaces ws ON ws.id = i.workspace_id

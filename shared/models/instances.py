@@ -100,5 +100,4 @@ class InstanceOut(Record):
     started_at: datetime | None
     finished_at: datetime | None
     nodes: list[NodeInstanceOut] = Field(default_factory=list)
-    reason: str | None = None
     waiting_for: list[UpstreamWait] = Field(default_factory=list)
