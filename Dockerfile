@@ -43,6 +43,14 @@ RUN groupadd --system --gid 10001 sluice \
  && useradd --system --no-log-init --uid 10001 --gid 10001 \
         --home-dir /home/sluice --create-home --shell /bin/bash sluice
 
+# The user node processes run as when the executor itself runs as root (an image run with
+# `--user 0`): it cannot read the executor's /proc files, memory or environment
+# (docs/node-sandbox.md). Under the default USER below nodes share uid 10001, and the executor
+# being non-dumpable is what keeps them out. /opt/sluice/bin/python must stay readable by it.
+RUN groupadd --system --gid 10002 sluice-node \
+ && useradd --system --no-log-init --uid 10002 --gid 10002 \
+        --home-dir /home/sluice-node --create-home --shell /usr/sbin/nologin sluice-node
+
 COPY --from=build /opt/sluice /opt/sluice
 
 ENV PATH=/opt/sluice/bin:$PATH \
@@ -50,12 +58,14 @@ ENV PATH=/opt/sluice/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/home/sluice \
     TMPDIR=/tmp \
-    SLUICE_LOG_FORMAT=json
+    SLUICE_LOG_FORMAT=json \
+    SLUICE_NODE_USER=sluice-node
 
-# Shell nodes run under bash: fail the build if the base image ever loses it, and prove that the
-# entry point starts without the development extras.
+# Shell nodes run under bash: fail the build if the base image ever loses it, prove that the
+# entry point starts without the development extras and that the node user can run python.
 RUN bash --version >/dev/null \
- && sluice --help >/dev/null
+ && sluice --help >/dev/null \
+ && su -s /bin/sh sluice-node -c '/opt/sluice/bin/python -I -c pass'
 
 # Numeric, so that Kubernetes can verify runAsNonRoot.
 USER 10001:10001

@@ -23,6 +23,7 @@ import asyncpg
 from shared.db.migrate import migrate
 from shared.db.pool import connect
 from shared.embedded.postgres import EmbeddedPostgres, with_database
+from shared.secret_box import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +74,10 @@ async def fresh_database(server_dsn: str, name: str) -> AsyncIterator[str]:
             await admin.close()
 
 
+# One connection-secret key per benchmark run, for its in-process services and its processes.
+BENCH_SECRET_KEY = os.environ.setdefault("SLUICE_SECRET_KEY", generate_key())
+
+
 def sluice_env(dsn: str, **extra: str) -> dict[str, str]:
     """Environment of a sluice service process on `dsn` (quiet logs, no probe port)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
@@ -82,6 +87,7 @@ def sluice_env(dsn: str, **extra: str) -> dict[str, str]:
             "SLUICE_LOG_FORMAT": "json",
             "SLUICE_LOG_LEVEL": "warning",
             "SLUICE_METRICS_PORT": "0",
+            "SLUICE_SECRET_KEY": BENCH_SECRET_KEY,
             **extra,
         }
     )

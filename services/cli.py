@@ -23,9 +23,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         raise SettingsError("invalid configuration: SLUICE_DATABASE_URL: must be set")
 
     async def go() -> list[int]:
+        from shared.db.connections import open_secrets
+
         conn = await connect(settings.database_url)
         try:
-            return await migrate(conn)
+            applied = await migrate(conn)
+            # SQL cannot encrypt: secrets stored before sealing existed are sealed here.
+            await open_secrets(conn, settings)
+            return applied
         finally:
             await conn.close()
 
@@ -65,6 +70,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rotate_secrets(args: argparse.Namespace) -> int:
+    from shared.db.connections import rotate
+    from shared.db.pool import connect
+    from shared.secret_box import SecretKeyError, generate_key
+
+    if args.new_key:
+        print(generate_key())
+        return 0
+
+    settings = load_settings()
+    if not settings.database_url:
+        raise SettingsError("invalid configuration: SLUICE_DATABASE_URL: must be set")
+    box = settings.secret_box()
+
+    async def go() -> int:
+        conn = await connect(settings.database_url)
+        try:
+            async with conn.transaction():
+                return await rotate(conn, box)
+        finally:
+            await conn.close()
+
+    try:
+        count = asyncio.run(go())
+    except SecretKeyError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from None
+    print(f"re-sealed {count} connection secret(s) with the first key of SLUICE_SECRET_KEY")
+    return 0
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from services.dev import run_dev
 
@@ -82,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     mig = sub.add_parser("migrate", help="apply database migrations (SLUICE_DATABASE_URL)")
     mig.set_defaults(func=_cmd_migrate)
+    rot = sub.add_parser(
+        "rotate-secrets",
+        help="re-seal connection secrets with the first key of SLUICE_SECRET_KEY ('new,old')",
+    )
+    rot.add_argument("--new-key", action="store_true", help="print a fresh key and exit")
+    rot.set_defaults(func=_cmd_rotate_secrets)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

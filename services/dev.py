@@ -38,6 +38,7 @@ from shared.logging import configure
 from shared.models.triggers import TriggerSpec
 from shared.models.workflows import WorkflowSpec
 from shared.probes import READINESS, serve_probes
+from shared.secret_box import SecretBox, generate_key
 from shared.settings import Settings, SettingsError, load_settings
 
 log = structlog.get_logger("sluice.dev")
@@ -85,6 +86,16 @@ def _secret(state: Path, env_name: str, file_name: str, prefix: str) -> str:
     return value
 
 
+def _secret_key(state: Path) -> str:
+    """The key sealing connection secrets: generated once, kept in `.sluice/secret-key` (0600)."""
+    path = state / "secret-key"
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(generate_key() + "\n")
+    return path.read_text().strip()
+
+
 def examples_dir() -> Path | None:
     """`examples/` of the working directory, else the one beside the installed sources."""
     for candidate in (Path("examples"), Path(__file__).resolve().parents[1] / "examples"):
@@ -130,7 +141,7 @@ async def load_examples(conn: Connection, directory: Path) -> list[str]:
 EXAMPLES_CONNECTION = "examples_pg"
 
 
-async def ensure_examples_connection(conn: Connection, dsn: str) -> None:
+async def ensure_examples_connection(conn: Connection, dsn: str, box: SecretBox) -> None:
     """The `examples_pg` postgres connection of workspace `default`, to a database of its own on
     the embedded server, for the examples' sql nodes."""
     queries = load(__file__)
@@ -141,7 +152,7 @@ async def ensure_examples_connection(conn: Connection, dsn: str) -> None:
         kind="postgres",
         config={"dsn": with_database(dsn, "sluice_examples")},
     )
-    await connection_repo.upsert(conn, 1, spec)
+    await connection_repo.upsert(conn, 1, spec, box)
 
 
 async def _prepare_database(dsn: str, token: str) -> list[str]:
@@ -151,7 +162,8 @@ async def _prepare_database(dsn: str, token: str) -> list[str]:
         from shared.db import tokens as token_repo
 
         await token_repo.ensure(conn, 1, "bootstrap", "admin", token)
-        await ensure_examples_connection(conn, dsn)
+        box = SecretBox.from_text(os.environ.get("SLUICE_SECRET_KEY"))
+        await ensure_examples_connection(conn, dsn, box)
         directory = examples_dir()
         return await load_examples(conn, directory) if directory else []
     finally:
@@ -171,6 +183,7 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         "",
         "sluice dev is ready",
         f"  API:       {api}/api/v1   (OpenAPI docs: {api}/docs)",
+        f"  console:   {api}/   (sign in with the token below)",
         f"  token:     {token}",
         f"  webhook:   http://127.0.0.1:{settings.webhook_port}/hooks/s3   (Bearer {webhook})",
         f"  Kafka:     {settings.kafka_bootstrap}    S3/SQS: http://127.0.0.1:{ports.s3}",
@@ -308,8 +321,12 @@ def run_dev(*, reset: bool = False, state: Path = STATE_DIR) -> int:
     env.setdefault("SLUICE_KAFKA_SESSION_TIMEOUT_MS", "2000")
     env.setdefault("SLUICE_KAFKA_HEARTBEAT_INTERVAL_MS", "100")
     env.setdefault("SLUICE_STORAGE_KAFKA_SESSION_TIMEOUT_MS", "2000")
+    # Local receivers (a webhook on localhost, a dev SMTP server) are what dev is for.
+    env.setdefault("SLUICE_NOTIFY_ALLOW_PRIVATE", "true")
+    env.setdefault("SLUICE_CONSOLE_URL", f"http://127.0.0.1:{env.get('SLUICE_API_PORT', '8080')}")
     token = _secret(state, "SLUICE_BOOTSTRAP_TOKEN", "token", "slc_dev_")
     webhook_token = _secret(state, "SLUICE_WEBHOOK_TOKENS", "webhook-token", "whk_dev_")
+    env.setdefault("SLUICE_SECRET_KEY", _secret_key(state))
     postgres = EmbeddedPostgres(state / "pg")
     dsn = postgres.start()
     try:

@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "scheduler": "services.scheduler.service",
     "kafka-listener": "services.kafka_listener.service",
     "storage-listener": "services.storage_listener.service",
+    "notifier": "services.notifier.service",
 }
 # Client sub-commands live next to the service they talk about; each module has `register`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -22,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.scheduler.commands",
     "services.kafka_listener.commands",
     "services.storage_listener.commands",
+    "services.notifier.commands",
 )
 
 ServiceRun = Callable[[Settings, asyncio.Event], Awaitable[None]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from shared.models.triggers import AnyTriggerSpec, KafkaTriggerSpec, WorkflowTriggerSpec
@@ -17,7 +19,7 @@ def dedup_key(trigger: AnyTriggerSpec, message: dict[str, Any]) -> str | None:
         return workflow_dedup_key(trigger, message)
     if isinstance(trigger, KafkaTriggerSpec):
         if trigger.dedup == "offset":
-            return f"{message['topic']}/{message['partition']}/{message['offset']}"
+            return kafka_record_key(message)
         from shared.params.paths import MissingPath, render_template
 
         try:
@@ -61,3 +63,53 @@ def workflow_dedup_key(trigger: WorkflowTriggerSpec, message: dict[str, Any]) ->
     if trigger.refire_on_rerun:
         return f"instance:{instance_id}#{message.get('generation')}"
     return f"instance:{instance_id}:{message.get('state')}"
+
+
+_CONTENT_FIELDS = ("key", "value", "headers", "key_encoding", "value_encoding", "header_encodings")
+_COMPARED_FIELDS = ("timestamp", "key", "value", "headers")
+
+
+def kafka_position(message: dict[str, Any]) -> str:
+    """``topic/partition/offset``: where a record sits. Also the whole key of the `offset` mode
+    before it identified records, which is why ``legacy_kafka_key`` returns it."""
+    return f"{message['topic']}/{message['partition']}/{message['offset']}"
+
+
+def kafka_record_key(message: dict[str, Any]) -> str:
+    """The `offset` dedup key: the record's position plus what tells records at one position apart.
+
+    A position alone is reused when a topic is recreated or a broker with memory storage restarts,
+    and every new record there would be taken for one already admitted. A redelivery keeps the
+    record's timestamp, a new record at the reused offset almost never has the same one:
+    ``topic/partition/offset@timestamp_ms``. Without a timestamp the record's content is hashed
+    instead: ``topic/partition/offset#<sha256 of key, value and headers>``.
+    """
+    position = kafka_position(message)
+    timestamp_ms = message.get("timestamp_ms")
+    if isinstance(timestamp_ms, int) and not isinstance(timestamp_ms, bool) and timestamp_ms >= 0:
+        return f"{position}@{timestamp_ms}"
+    content = {name: message.get(name) for name in _CONTENT_FIELDS}
+    digest = hashlib.sha256(
+        json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return f"{position}#{digest[:32]}"
+
+
+def legacy_kafka_key(trigger: AnyTriggerSpec, message: dict[str, Any]) -> str | None:
+    """The key older versions admitted this record under (`offset` mode only), else None.
+
+    Such a key names a position, not a record: intake counts a hit on it as a duplicate only when
+    ``same_record`` says the stored message is this one.
+    """
+    if isinstance(trigger, KafkaTriggerSpec) and trigger.dedup == "offset":
+        return kafka_position(message)
+    return None
+
+
+def same_record(stored: Any, message: dict[str, Any]) -> bool:
+    """Whether a stored trigger message is a delivery of the same record as ``message``: same
+    position is given (it was found by it), so timestamp, key, value and headers decide."""
+    if not isinstance(stored, dict):
+        # A payload stored truncated cannot be compared: the record counts as new.
+        return False
+    return all(stored.get(name) == message.get(name) for name in _COMPARED_FIELDS)

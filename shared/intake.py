@@ -30,7 +30,7 @@ from shared.db.instances import Created, NewInstance, create_instances
 from shared.db.pool import Connection, Executor, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
-from shared.dedup import DedupError, dedup_key
+from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
 from shared.matching import match
 from shared.models.events import MAX_PAYLOAD_BYTES, AdmitResult, IncomingEvent, OutcomeOut
 from shared.models.instances import RunRequest
@@ -320,6 +320,7 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
         if p.key is None:
             # dedup "none": every delivery is its own admission.
             p.key = f"none:{p.record.id}"
+    await _match_legacy_keys(conn, pending)
     rows = await conn.fetch(
         Q["insert_admissions"],
         [p.trigger.id for p in pending],
@@ -388,6 +389,26 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
         if p.outcome.outcome == "admitted" and not p.outcome.instance_ids:
             p.outcome.outcome = "overflow"
             p.outcome.detail = "every bound workflow was at its limit (cancel_new)"
+
+
+async def _match_legacy_keys(conn: Connection, pending: list[_Pending]) -> None:
+    """Admissions written before Kafka `offset` keys identified records are keyed by position
+    alone. A delivery of a record admitted that way takes that key (and so is a duplicate) when
+    the stored message is the same record; a new record at a reused offset keeps its own key."""
+    legacy: dict[tuple[int, str], list[_Pending]] = {}
+    for p in pending:
+        message = p.record.event.message
+        old = legacy_kafka_key(p.trigger.spec, message) if message is not None else None
+        if old is not None:
+            legacy.setdefault((p.trigger.id, old), []).append(p)
+    if not legacy:
+        return
+    rows = await conn.fetch(Q["legacy_admissions"], [k[0] for k in legacy], [k[1] for k in legacy])
+    for r in rows:
+        for p in legacy[(r["trigger_id"], r["dedup_key"])]:
+            message = p.record.event.message
+            if message is not None and same_record(r["payload"], message):
+                p.key = r["dedup_key"]
 
 
 async def _insert_outcomes(conn: Connection, records: list[_Record]) -> None:

@@ -38,3 +38,11 @@ SELECT w.id, w.workspace_id, w.name, w.type, w.frozen, w.published_version,
 FROM workflows w
 LEFT JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.published_version
 WHERE w.trigger_id = ANY($1::bigint[]) OR w.draft_trigger_id = ANY($1::bigint[]);
+
+-- name: legacy_admissions
+-- Admissions under Kafka `offset` keys of the old position-only form, with the stored message.
+SELECT a.trigger_id, a.dedup_key, e.payload
+FROM admissions a
+JOIN unnest($1::bigint[], $2::text[]) AS k(trigger_id, dedup_key)
+  ON a.trigger_id = k.trigger_id AND a.dedup_key = k.dedup_key
+JOIN events e ON e.id = a.event_id;

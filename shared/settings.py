@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.secret_box import SecretBox, SecretKeyError, parse_keys
+
 
 class SettingsError(SystemExit):
     """Raised (as a clean exit) when a variable is invalid; the message names it."""
@@ -69,6 +71,30 @@ class Settings(PostgresSettings, KafkaSettings, S3Settings):
     poll_interval_s: float = Field(default=2, gt=0, le=300)
     dedup_retention_days: int = Field(default=30, ge=1, le=3650)
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    # The unprivileged user node processes run as when the executor runs as root.
+    node_user: str | None = None
+    # Encrypts connection secrets at rest: one key, or `new,old` while rotating.
+    secret_key: SecretStr | None = None
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            try:
+                parse_keys(value.get_secret_value())
+            except SecretKeyError as exc:
+                # The message names the variable already; keep only the reason.
+                raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return value
+
+    def secret_box(self) -> SecretBox:
+        """The connection-secret keys; a missing key exits naming SLUICE_SECRET_KEY."""
+        try:
+            return SecretBox.from_text(
+                self.secret_key.get_secret_value() if self.secret_key else None
+            )
+        except SecretKeyError as exc:
+            raise SettingsError(f"invalid configuration: {exc}") from None
 
     @field_validator("timezone")
     @classmethod

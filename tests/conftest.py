@@ -16,12 +16,17 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from shared.embedded.postgres import EmbeddedPostgres, with_database
+from tests.support.secrets import TEST_SECRET_KEY
 
 pytest_plugins = ["tests.integration.kafka_support"]
+
+# Every service the suite starts (in process or as a child) seals connection secrets with this.
+os.environ.setdefault("SLUICE_SECRET_KEY", TEST_SECRET_KEY)
 
 TEMPLATE = "sluice_template"
 _counter = itertools.count()
@@ -85,3 +90,8 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
         yield p
     finally:
         await p.close()
+
+
+# `--hypothesis-profile=deep`: thousands of examples per property instead of the bounded CI count
+# (the fuzz tests use a fixed seed unless this profile is loaded).
+hypothesis_settings.register_profile("deep", max_examples=8000, deadline=None)

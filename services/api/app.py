@@ -7,20 +7,25 @@ set, makes sure that secret is a live admin token of workspace `default`.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from services.api import errors
+from services.api.console import docs as console_docs
+from services.api.console import routes as console
 from services.api.middleware import BodyLimit, Observe
 from services.api.routes import (
     connections,
     events,
     health,
     instances,
+    notifications,
     outputs,
     runs,
     tokens,
@@ -29,10 +34,11 @@ from services.api.routes import (
     workspaces,
 )
 from services.api.schemas import error_responses
+from shared.db import connections as connection_repo
 from shared.db import tokens as token_repo
 from shared.db import workspaces as workspace_repo
 from shared.db.pool import Executor, create_pool
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("sluice.api")
 API_PREFIX = "/api/v1"
@@ -72,9 +78,17 @@ def create_app(settings: Settings) -> FastAPI:
                 raise
             stack.push_async_callback(pool.close)
             app.state.pool = pool
+            try:
+                await connection_repo.open_secrets(pool, settings)
+            except SettingsError as exc:
+                log.error("secret_key_invalid", error=str(exc))
+                raise
             if settings.bootstrap_token is not None:
                 await ensure_bootstrap_token(pool, settings.bootstrap_token.get_secret_value())
                 log.info("bootstrap_token_ensured", workspace="default")
+            # Move everything loaded at start-up out of the collector's sight: full collections,
+            # which large pages (a 400-node instance) trigger, then scan only request garbage.
+            gc.freeze()
             log.info("api_ready")
             yield
             log.info("api_stopping")
@@ -84,7 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc are served offline by the console package (console_docs.install).
+        docs_url=None,
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -96,8 +111,12 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (workspaces, tokens, connections, triggers, workflows, runs, instances, events):
         api.include_router(module.router)
     api.include_router(outputs.router)
+    api.include_router(notifications.router)
     app.include_router(api)
     app.include_router(health.router)
+    console_docs.install(app, "sluice")
+    app.mount("/console/static", StaticFiles(directory=console.STATIC_DIR), name="console-static")
+    app.include_router(console.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(Observe, prefix=API_PREFIX)
     return app

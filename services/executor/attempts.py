@@ -15,6 +15,7 @@ import structlog
 
 from services.executor import metrics as executor_metrics
 from services.executor.claims import ClaimedNode
+from services.executor.fencing import FenceLink
 from services.executor.logs import LogBuffer
 from services.executor.operations import Finish
 from services.executor.prepare import (
@@ -44,7 +45,7 @@ StopReason = Literal["terminated", "lost", "self_fenced", "released"]
 _STOP_NOTES: dict[str, str] = {
     "terminated": "terminated by request; process group killed",
     "lost": "lease lost to another executor; attempt killed",
-    "self_fenced": "could not renew the lease for half its length; attempt killed",
+    "self_fenced": "could not renew the lease in time; attempt killed",
     "released": "executor shutting down; attempt released to run again elsewhere",
 }
 
@@ -58,8 +59,11 @@ class RunningAttempt:
         node: AnyNode | None,
         log_buffer: LogBuffer,
         context: WorkflowContext | None = None,
+        fence_deadline: float = float("inf"),
     ) -> None:
         self.claimed = claimed
+        # The node processes' own deadline (monotonic): see fencing.py.
+        self.fence = FenceLink(fence_deadline)
         self.node = node
         self.context = context
         self.log = log_buffer
@@ -139,7 +143,12 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
         # In-process no-op: nothing to run, stop or time out.
         return RunResult(ok=True, exit_code=0)
     ctx = AttemptContext(
-        node=node, claimed=att.claimed, prepared=prepared, log=att.log, services=services
+        node=node,
+        claimed=att.claimed,
+        prepared=prepared,
+        log=att.log,
+        services=services,
+        fence=att.fence,
     )
     work = asyncio.create_task(RUNNERS[node.type](ctx))
     stopped = asyncio.create_task(att.wait_stopped())
@@ -148,16 +157,21 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
             {work, stopped}, timeout=att.claimed.timeout_s, return_when=asyncio.FIRST_COMPLETED
         )
         if work in done:
-            result = work.result()
-            if result.ok and result.outputs is not None:
-                # Fenced like every write; stored before the finish readies any descendant.
-                await services.pool.execute(
-                    Q["record_outputs"],
-                    att.claimed.attempt_id,
-                    att.claimed.lease_token,
-                    result.outputs,
-                )
-            return result
+            if time.monotonic() >= att.fence.deadline:
+                # The fence killed the node because renewals stopped: this executor can no longer
+                # be sure it holds the lease, so it writes nothing, as when it fences itself.
+                att.stop("self_fenced")
+            else:
+                result = work.result()
+                if result.ok and result.outputs is not None:
+                    # Fenced like every write; stored before the finish readies any descendant.
+                    await services.pool.execute(
+                        Q["record_outputs"],
+                        att.claimed.attempt_id,
+                        att.claimed.lease_token,
+                        result.outputs,
+                    )
+                return result
         work.cancel()
         # The runner kills its process group when cancelled; wait until it has.
         await asyncio.wait({work})

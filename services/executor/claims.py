@@ -16,6 +16,7 @@ from uuid import UUID
 
 from pydantic import Field
 
+from shared.db.notifications import enqueue_node_events
 from shared.db.pool import Connection
 from shared.db.queries import load
 from shared.models.common import Record
@@ -76,6 +77,7 @@ async def claim_nodes(
         rows = await conn.fetch(
             Q["claim_nodes"], executor_id, float(lease_s), free, concurrency, batch
         )
+        await enqueue_node_events(conn, [(int(r["node_id"]), "start", None) for r in rows])
     return [ClaimedNode(**dict(r)) for r in rows]
 
 

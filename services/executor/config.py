@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from services.executor.fencing import fence_margin_s
 from shared.settings import Settings
 
 
@@ -21,8 +22,10 @@ class ExecutorConfig:
     """How one executor process claims, leases, logs and stops.
 
     `lease_s` is measured on the database clock; renewal runs every `lease_s / 3` and an executor
-    that could not renew for `lease_s / 2` kills its own attempts (self-fencing), so an attempt is
-    never alive on a fenced-off executor when another one re-runs it.
+    that could not renew for `lease_s / 2` kills its own attempts (self-fencing). Should the
+    executor itself be paused or dead, each attempt's fence process kills its node
+    `fence_after_s` after the last accepted renewal, before the lease can expire, so an attempt
+    is never alive when another executor re-runs it (docs/fencing.md).
     """
 
     executor_id: str
@@ -53,6 +56,13 @@ class ExecutorConfig:
     @property
     def self_fence_after_s(self) -> float:
         return self.lease_s / 2
+
+    @property
+    def fence_after_s(self) -> float:
+        """How long after a renewal was sent its node processes' fences kill them unless a
+        newer renewal arrives: a margin before the lease can expire, never before self-fencing
+        (docs/fencing.md)."""
+        return max(self.self_fence_after_s, self.lease_s - fence_margin_s(self.lease_s))
 
     @property
     def sweep_every_s(self) -> float:

@@ -5,6 +5,8 @@ holder renews every lease/3; any executor's sweeper re-queues attempts whose lea
 (whether they ever heartbeated or not) through the same fenced path as a normal finish, with
 outcome `lost`, charged against the node's retries. A holder that cannot renew for half a lease
 kills its own attempts (`must_self_fence`): by the time anyone may sweep them, they are dead.
+A holder that is paused or dead cannot; its attempts' fence processes kill them instead, a
+margin before the lease expires (fencing.py).
 """
 
 from __future__ import annotations
@@ -30,10 +32,20 @@ async def renew_leases(conn: Executor, held: dict[int, UUID], lease_s: float) ->
     A node missing from the result was swept, terminated or re-run: its attempt must die
     without writing anything more.
     """
+    held_now, _ = await renew_leases_detail(conn, held, lease_s)
+    return held_now
+
+
+async def renew_leases_detail(
+    conn: Executor, held: dict[int, UUID], lease_s: float
+) -> tuple[set[int], set[int]]:
+    """`renew_leases`, plus the node ids whose lease this call actually extended: only those
+    may move their fence deadline (a row skipped because another transaction held it is still
+    ours but keeps its old expiry)."""
     if not held:
-        return set()
+        return set(), set()
     rows = await conn.fetch(Q["renew_leases"], list(held), list(held.values()), float(lease_s))
-    return {int(r["id"]) for r in rows}
+    return {int(r["id"]) for r in rows}, {int(r["id"]) for r in rows if r["renewed"]}
 
 
 async def sweep_expired(conn: Connection, limit: int = 500) -> FinishResult:

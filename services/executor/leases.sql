@@ -16,7 +16,7 @@ renewed AS (
     FROM mine WHERE n.id = mine.id
     RETURNING n.id
 )
-SELECT t.id
+SELECT t.id, t.id IN (SELECT id FROM renewed) AS renewed
 FROM t JOIN node_instances n ON n.id = t.id
 WHERE n.lease_token = t.token AND n.state = 'running';
 

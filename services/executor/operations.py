@@ -14,17 +14,20 @@ finished), `sluice_terminate` (payload: instance id; executors kill its attempts
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from services.executor.claims import ADMISSION_LOCK
 from services.executor.logs import LogChunk, write_chunks
 from shared.db.errors import Conflict, Invalid, NotFound
+from shared.db.notifications import enqueue_instance_events, enqueue_node_events
 from shared.db.pool import Connection
 from shared.db.queries import load
 from shared.models.instances import FINAL_INSTANCE_STATES
+from shared.models.notifications import finish_events
 
 Q = load(__file__)
 
@@ -32,6 +35,7 @@ NODES_CHANNEL = "sluice_nodes"
 INSTANCES_CHANNEL = "sluice_instances"
 TERMINATE_CHANNEL = "sluice_terminate"
 
+Record = Mapping[str, Any]
 FinishOutcome = Literal["succeeded", "failed", "lost", "released"]
 
 
@@ -61,6 +65,10 @@ class FinishResult:
     admission_due: bool = False
 
 
+def _instance_event(row: Record) -> tuple[int, str]:
+    return int(row["id"]), "success" if row["state"] == "succeeded" else "failure"
+
+
 async def promote_instances(conn: Connection, batch: int = 1000) -> list[int]:
     """Start waiting instances where limits allow; return the ids that became running."""
     async with conn.transaction():
@@ -69,7 +77,11 @@ async def promote_instances(conn: Connection, batch: int = 1000) -> list[int]:
         if ids:
             await conn.fetch(Q["release_ready"], ids)
             # An instance with nothing left to run (e.g. every node skipped) ends right away.
-            await conn.fetch(Q["complete_instances"], ids)
+            ended = await conn.fetch(Q["complete_instances"], ids)
+            # Notifications are written in the transaction of the change (outbox).
+            await enqueue_instance_events(
+                conn, [(i, "start") for i in ids] + [_instance_event(r) for r in ended]
+            )
             await conn.execute(Q["notify"], NODES_CHANNEL, "")
     return ids
 
@@ -113,6 +125,15 @@ async def finish_attempts(
             await conn.fetch(Q["mark_upstream_failed"], instance_ids)
         ended = await conn.fetch(Q["complete_instances"], instance_ids)
         completed = {int(r["id"]): str(r["state"]) for r in ended}
+        await enqueue_node_events(
+            conn,
+            [
+                (int(r["node_id"]), event, r["reason"])
+                for r in rows
+                for event in finish_events(r["state"], r["outcome"], r["reason"])
+            ],
+        )
+        await enqueue_instance_events(conn, [_instance_event(r) for r in ended])
         admission_due = any(r["queued"] for r in ended)
         await conn.execute(Q["notify"], NODES_CHANNEL, "")
         if admission_due:
@@ -139,9 +160,11 @@ async def terminate_instance(conn: Connection, ws_id: int, instance_id: int) -> 
             raise NotFound("instance", instance_id)
         if row["state"] in FINAL_INSTANCE_STATES:
             raise Conflict(f"instance {instance_id} has already ended ({row['state']})")
-        await conn.fetch(Q["terminate_nodes"], instance_id)
+        nodes = await conn.fetch(Q["terminate_nodes"], instance_id)
         await conn.fetch(Q["terminate_attempts"], instance_id)
         await conn.fetch(Q["terminate_instance"], instance_id, "terminated by request")
+        await enqueue_node_events(conn, [(int(r["id"]), "terminated", None) for r in nodes])
+        await enqueue_instance_events(conn, [(instance_id, "terminated")])
         await conn.execute(Q["notify"], TERMINATE_CHANNEL, str(instance_id))
         await conn.execute(Q["notify"], INSTANCES_CHANNEL, "")
         await conn.execute(Q["notify"], NODES_CHANNEL, "")

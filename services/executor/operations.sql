@@ -194,7 +194,8 @@ ended AS (
     WHERE a.id = d.attempt_id AND a.state = 'running'
     RETURNING a.id
 )
-SELECT d.id AS node_id, d.instance_id, d.state, d.not_before, d.attempt_id
+SELECT d.id AS node_id, d.instance_id, d.state, d.not_before, d.attempt_id, d.outcome,
+       d.reason
 FROM done d;
 
 -- name: notify

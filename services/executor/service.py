@@ -34,7 +34,12 @@ from services.executor.attempts import RunningAttempt, execute
 from services.executor.claims import ClaimedNode, claim_nodes, load_specs, unknown_groups
 from services.executor.config import ExecutorConfig
 from services.executor.errors import TRANSIENT
-from services.executor.leases import must_self_fence, renew_leases, slots_in_use, sweep_expired
+from services.executor.leases import (
+    must_self_fence,
+    renew_leases_detail,
+    slots_in_use,
+    sweep_expired,
+)
 from services.executor.logs import LogBuffer
 from services.executor.operations import (
     INSTANCES_CHANNEL,
@@ -45,9 +50,12 @@ from services.executor.operations import (
 )
 from services.executor.prepare import AnyNode, WorkflowContext
 from services.executor.runners.base import RunnerServices
+from services.executor.runners.process import run_process
+from services.executor.sandbox import NodeUser, make_non_dumpable, node_user, strip_secrets
 from services.executor.wake import first_set
 from services.executor.writer import Writer
 from shared import metrics
+from shared.db import connections
 from shared.db.pool import connect, create_pool
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings
@@ -62,11 +70,18 @@ _TERMINATED_MEMORY_S = 60.0
 class Executor:
     """One executor process: its attempts, its loops, no state another process needs."""
 
-    def __init__(self, pool: Any, dsn: str, config: ExecutorConfig, settings: Settings) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        dsn: str,
+        config: ExecutorConfig,
+        settings: Settings,
+        user: NodeUser | None = None,
+    ) -> None:
         self._pool = pool
         self._dsn = dsn
         self.config = config
-        self._services = RunnerServices(pool, settings, config.kill_grace_s)
+        self._services = RunnerServices(pool, settings, config.kill_grace_s, user)
         self._attempts: dict[int, RunningAttempt] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._specs: OrderedDict[tuple[int, int], dict[str, AnyNode]] = OrderedDict()
@@ -167,6 +182,7 @@ class Executor:
             nodes.get(claimed.name),
             LogBuffer(self.config.log_cap_bytes, self.config.log_chunk_bytes),
             self._contexts.get(key),
+            fence_deadline=sent + self.config.fence_after_s,
         )
         att.claimed_mono = sent
         # A claim sent before a terminate NOTIFY arrived may have raced it; a later one is a
@@ -255,15 +271,19 @@ class Executor:
                 if held:
                     async with asyncio.timeout(min(config.renew_interval_s, max(deadline, 0.05))):
                         async with self._pool.acquire() as conn:
-                            still = await renew_leases(conn, held, config.lease_s)
+                            still, renewed = await renew_leases_detail(conn, held, config.lease_s)
                 else:
-                    still = set()
+                    still, renewed = set(), set()
             except TRANSIENT as exc:
                 log.warning("lease_renewal_failed", error=str(exc) or type(exc).__name__)
                 self._self_fence()
                 await first_set(self._closing, wait_s=min(1.0, config.renew_interval_s))
                 continue
             self._last_renewed = sent
+            for node_id in renewed:
+                att = self._attempts.get(node_id)
+                if att is not None:
+                    att.fence.extend(sent + config.fence_after_s)
             for node_id in held.keys() - still:
                 att = self._attempts.get(node_id)
                 if att is not None:
@@ -362,9 +382,36 @@ def use_pidfd_child_watcher() -> None:
         pass
 
 
+async def check_node_user(user: NodeUser | None) -> None:
+    """Say at start, naming the path, when python nodes cannot run as the node user: the
+    interpreter may live where only root can read (a virtualenv under /root)."""
+    if user is None:
+        if os.geteuid() == 0:
+            log.warning(
+                "nodes_run_as_root",
+                hint="set SLUICE_NODE_USER to the unprivileged user node processes run as",
+            )
+        return
+    buffer = LogBuffer(64 * 1024)
+    code = await run_process(
+        [sys.executable, "-I", "-c", "pass"],
+        env={"PATH": os.environ.get("PATH", os.defpath)},
+        cwd="/",
+        log=buffer,
+        grace_s=1.0,
+        user=user.ids,
+    )
+    if code != 0:
+        buffer.close()
+        output = "".join(text for _, text in buffer.take()).strip()
+        log.error("python_nodes_cannot_run", node_user=user.name, reason=output[-500:])
+
+
 async def run_executor(settings: Settings, config: ExecutorConfig, stop: asyncio.Event) -> None:
     """Run one executor with an explicit configuration (tests and benchmarks tune it)."""
     use_pidfd_child_watcher()
+    user = node_user(settings.node_user)
+    await check_node_user(user)
     async with AsyncExitStack() as stack:
         pool = await create_pool(
             settings.database_url,
@@ -373,12 +420,15 @@ async def run_executor(settings: Settings, config: ExecutorConfig, stop: asyncio
             application_name="sluice-executor",
         )
         stack.push_async_callback(pool.close)
-        executor = Executor(pool, settings.database_url, config, settings)
+        # Fails here, naming SLUICE_SECRET_KEY, when the key cannot open the stored secrets.
+        await connections.open_secrets(pool, settings)
+        executor = Executor(pool, settings.database_url, config, settings, user)
         log.info(
             "executor_started",
             executor_id=config.executor_id,
             concurrency=config.concurrency,
             lease_s=config.lease_s,
+            node_user=user.name if user else None,
         )
         await executor.run(stop)
         log.info("executor_stopped", executor_id=config.executor_id)
@@ -386,4 +436,8 @@ async def run_executor(settings: Settings, config: ExecutorConfig, stop: asyncio
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Service entry point (`sluice run executor`, `sluice dev`)."""
+    # Nodes of the same uid must not read this process's environment or memory, and nothing
+    # started from here inherits a credential (the settings hold what the services need).
+    make_non_dumpable()
+    strip_secrets()
     await run_executor(settings, ExecutorConfig.from_settings(settings), stop)

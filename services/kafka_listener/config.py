@@ -79,6 +79,21 @@ class ListenerSettings(BaseSettings):
         description="how long a rebalance waits for the batch being admitted before committing",
     )
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    stall_report_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "a member with no partitions while its topics hold messages nobody consumes is "
+            "reported stalled (log, metric, /readyz) after this long"
+        ),
+    )
+    stall_rejoin_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="a member stalled this long leaves its group and joins again",
+    )
     fault_kill_after_admit: int | None = Field(
         default=None,
         ge=1,
@@ -94,6 +109,11 @@ class ListenerSettings(BaseSettings):
             raise ValueError(
                 "heartbeat_interval_ms must be below session_timeout_ms "
                 f"({self.heartbeat_interval_ms} >= {self.session_timeout_ms})"
+            )
+        if self.stall_rejoin_s < self.stall_report_s:
+            raise ValueError(
+                "SLUICE_KAFKA_STALL_REJOIN_S must not be below SLUICE_KAFKA_STALL_REPORT_S "
+                f"({self.stall_rejoin_s} < {self.stall_report_s})"
             )
         return self
 

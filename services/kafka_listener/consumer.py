@@ -51,6 +51,7 @@ from services.kafka_listener.offsets import OffsetTracker, start_offset
 from services.kafka_listener.records import KafkaRecord, to_event
 from shared import metrics
 from shared.db.pool import Executor
+from shared.kafka.stall import StallState, StallWatch
 from shared.models.events import IncomingEvent
 from shared.probes import READINESS, Readiness
 from shared.settings import KafkaSettings
@@ -171,6 +172,12 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._refused: dict[str, float] = {}
         """Topics the broker refused to serve (authorization) → when to try them again."""
         self._batches_admitted = 0
+        self._stall: StallWatch[TopicPartition] = StallWatch(
+            config.stall_report_s, config.stall_rejoin_s
+        )
+        self._stalled = False
+        self._rejoin = asyncio.Event()
+        """Set to end the current consumer session so that a new one joins the group afresh."""
         # Per consumer session (reset when the consumer is recreated):
         self._consumer: AIOKafkaConsumer | None = None
         self._subscribed: list[str] = []
@@ -193,6 +200,10 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._has_topics = asyncio.Event()
         """Set while the consumer is subscribed to at least one topic."""
         self._settled.set()
+        self._joined = False
+        """Whether the last rebalance completed (an assignment, possibly empty, was received)."""
+        self._reset_suspects: set[TopicPartition] = set()
+        """Partitions whose log was seen ending below the commit at the last probe."""
 
     # ---------------------------------------------------------------------------------------
     # What to follow
@@ -289,23 +300,38 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._settled = asyncio.Event()
         self._settled.set()
         self._has_topics = asyncio.Event()
+        self._joined = False
+        self._reset_suspects = set()
 
     async def _session(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """One consumer's membership: until ``stop``, or until a stall asks for a rejoin (the
+        session then ends like a shutdown, and ``run`` starts a new consumer)."""
         self._reset_session_state()
         self._consumer = consumer
         listener_metrics.SUBSCRIBED_TOPICS.set(0)
         self._wanted_changed.set()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._admission_loop())
-            group.create_task(self._fetch_loop(consumer, stop))
-            group.create_task(self._subscription_loop(consumer, stop))
-            group.create_task(self._probe_loop(consumer, stop))
+        ending = asyncio.Event()
+        self._rejoin = ending
+        relay = asyncio.ensure_future(self._relay_stop(stop, ending))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._admission_loop())
+                group.create_task(self._fetch_loop(consumer, ending))
+                group.create_task(self._subscription_loop(consumer, ending))
+                group.create_task(self._probe_loop(consumer, ending))
+        finally:
+            relay.cancel()
         # Every admitted offset is committed by now unless the broker refused; leaving the group
         # (consumer.stop) hands the partitions over.
         await self._commit(consumer)
         for tp in list(self._committed):
             self._drop_lag(tp)
         listener_metrics.SUBSCRIBED_TOPICS.set(0)
+
+    @staticmethod
+    async def _relay_stop(stop: asyncio.Event, ending: asyncio.Event) -> None:
+        await stop.wait()
+        ending.set()
 
     # ---------------------------------------------------------------------------------------
     # Fetch
@@ -464,6 +490,127 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
                 restart_at=earliest[tp],
             )
             consumer.seek(tp, earliest[tp])
+            if tp in self._committed:
+                self._committed[tp] = earliest[tp]
+
+    async def _restart_reset_logs(
+        self, consumer: AIOKafkaConsumer, committed: Mapping[TopicPartition, int]
+    ) -> None:
+        """A partition whose log now ends before what was committed has been reset (topic deleted
+        and recreated, broker with memory storage restarted without a rebalance): brokers such as
+        Tansu then answer fetches at the old position with nothing rather than with
+        ``OffsetOutOfRange``, and the new records would wait until the log grew past the old
+        position and then be skipped. Such partitions restart at their earliest offset; the
+        records there are new ones (offset dedup tells them apart from the old ones).
+
+        The end is the high watermark of the partition's last fetch response (Tansu answers
+        ListOffsets with wrong ends for batched records), and it must be seen below the commit
+        at two probes in a row, so that one stale answer does not replay a partition."""
+        suspects: dict[TopicPartition, int] = {}
+        for tp, position in committed.items():
+            if tp not in consumer.assignment():
+                continue
+            end = consumer.highwater(tp)
+            if end is not None and end < position:
+                suspects[tp] = end
+        confirmed = {tp: committed[tp] for tp in suspects if tp in self._reset_suspects}
+        self._reset_suspects = set(suspects) - set(confirmed)
+        if confirmed:
+            log.warning(
+                "kafka_log_reset",
+                partitions={
+                    f"{tp.topic}/{tp.partition}": {"committed": at, "end": suspects[tp]}
+                    for tp, at in confirmed.items()
+                },
+            )
+            await self._out_of_range(consumer, OffsetOutOfRangeError(confirmed))
+
+    async def _check_stall(
+        self, consumer: AIOKafkaConsumer, assigned: Collection[TopicPartition]
+    ) -> bool:
+        """Report and end a stall (see ``shared.kafka.stall``); True while stalled."""
+        if not self._joined:
+            # Joining (or rebalancing) is not a stall: no partitions is expected meanwhile.
+            return self._stalled
+        backlog: dict[TopicPartition, tuple[int, int]] = {}
+        if self._subscribed and not assigned:
+            try:
+                async with asyncio.timeout(self._config.probe_timeout_s):
+                    backlog = await self._group_backlog(consumer)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                listener_metrics.ERRORS.labels("probe").inc()
+                log.warning("kafka_backlog_unavailable", error=admission.describe(exc))
+                return self._stalled
+        state = self._stall.observe(asyncio.get_running_loop().time(), len(assigned), backlog)
+        if state.verdict == "waiting":
+            return self._stalled
+        if state.verdict == "ok":
+            if self._stalled:
+                log.info("kafka_stall_ended", unconsumed=state.unconsumed)
+                listener_metrics.STALLED.set(0)
+                self._stalled = False
+            return False
+        self._report_stall(state)
+        if state.verdict == "rejoin":
+            listener_metrics.REJOINS.inc()
+            log.warning(
+                "kafka_stall_rejoin",
+                group=self._kafka.kafka_group_id,
+                stalled_s=round(state.stalled_s, 1),
+            )
+            self._rejoin.set()
+        return True
+
+    def _report_stall(self, state: StallState) -> None:
+        detail = (
+            f"stalled: no partitions assigned for {state.stalled_s:.0f} s while "
+            f"{len(self._subscribed)} topics hold {state.unconsumed} unconsumed messages; "
+            f"rejoining the group after {self._config.stall_rejoin_s:.0f} s"
+        )
+        if not self._stalled:
+            log.error(
+                "kafka_stalled",
+                group=self._kafka.kafka_group_id,
+                topics=self._subscribed,
+                unconsumed=state.unconsumed,
+                stalled_s=round(state.stalled_s, 1),
+                rejoin_after_s=self._config.stall_rejoin_s,
+            )
+        self._stalled = True
+        listener_metrics.STALLED.set(1)
+        self._readiness.set(READINESS_COMPONENT, False, detail)
+
+    async def _group_backlog(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """Per partition of the subscribed topics: (where the group would read, end offset).
+
+        Without a commit the group would start at the trigger's creation time (or the end)."""
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self._subscribed
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return {}
+        ends = await consumer.end_offsets(partitions)
+        backlog: dict[TopicPartition, tuple[int, int]] = {}
+        fresh: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                backlog[tp] = (committed, ends[tp])
+            elif (created := self._wanted.get(tp.topic)) is not None:
+                fresh[tp] = created
+        if fresh:
+            found = await consumer.offsets_for_times(fresh)
+            for tp, created in fresh.items():
+                answer = found.get(tp)
+                offset = start_offset(
+                    None if answer is None else (answer.offset, answer.timestamp), created
+                )
+                backlog[tp] = (ends[tp] if offset is None else offset, ends[tp])
+        return backlog
 
     def _refuse(self, exc: TopicAuthorizationFailedError) -> None:
         """Leave a topic the broker refuses to serve out for a while: while it stays in the
@@ -631,6 +778,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Commit what is admitted, then drop the revoked partitions' remaining work."""
         self._settled.clear()
+        self._joined = False
         if not revoked:
             return
         listener_metrics.REVOCATIONS.inc()
@@ -658,6 +806,7 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Give every assigned partition its start position (see the module docstring)."""
         consumer = self._consumer
+        self._joined = True
         try:
             log.info("kafka_partitions_assigned", partitions=_names(assigned))
             if consumer is not None and assigned:
@@ -744,6 +893,8 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _probe(self, consumer: AIOKafkaConsumer) -> None:
         """Check the broker answers (for /readyz) and measure the lag of assigned partitions."""
         assigned = sorted(consumer.assignment())
+        # Taken before asking for the ends: a log only shrinks below what was committed before.
+        committed = dict(self._committed)
         try:
             async with asyncio.timeout(self._config.probe_timeout_s):
                 if assigned:
@@ -760,6 +911,9 @@ class KafkaListener(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("kafka_broker_unreachable", error=admission.describe(exc))
             return
         listener_metrics.BROKER_UP.set(1)
+        await self._restart_reset_logs(consumer, committed)
+        if await self._check_stall(consumer, assigned):
+            return
         for tp, end in ends.items():
             position = self._committed.get(tp)
             if position is not None:

@@ -31,3 +31,13 @@ REVOCATIONS = Counter(
     "sluice_kafka_listener_revocations_total",
     "Rebalances that took partitions from this listener (joins, leaves, subscription changes)",
 )
+STALLED = Gauge(
+    "sluice_kafka_listener_stalled",
+    "1 while the listener has no partitions assigned and its topics hold messages nobody "
+    "consumes (for SLUICE_KAFKA_STALL_REPORT_S or longer), else 0",
+)
+REJOINS = Counter(
+    "sluice_kafka_listener_rejoins_total",
+    "Times the listener left its group and joined again after a stall "
+    "(SLUICE_KAFKA_STALL_REJOIN_S)",
+)

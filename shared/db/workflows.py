@@ -7,6 +7,7 @@ from typing import Any
 
 from shared.db import dependencies
 from shared.db.errors import Conflict, Invalid, NotFound
+from shared.db.notifications import check_spec_connections
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
 from shared.models.common import Record
@@ -64,6 +65,7 @@ async def save(
     async with conn.transaction():
         trigger_id = await _trigger_id(conn, workspace_id, spec)
         await dependencies.validate(conn, workspace_id, spec)
+        await check_spec_connections(conn, workspace_id, spec)
         spec_json = _spec_json(spec)
         row = await conn.fetchrow(Q["lock_workflow"], workspace_id, spec.name)
         created = row is None

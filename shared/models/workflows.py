@@ -10,7 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.models.common import Name, Priority, Record, Spec, Weighting
+from shared.models.notifications import NotifyRule, node_rules
+from shared.params.binding.reparsed import find_reparsed
 from shared.params.outputs import invalid_references, output_references
+from shared.params.resolution import BUILTIN_NAMESPACES
 
 MAX_NODES = 400
 JsonValue = Any
@@ -44,6 +47,8 @@ class NodeBase(Spec):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     resource_group: Name | None = None
     description: str | None = None
+    # Adds to the workflow's rules for this node's own events (status subscription).
+    notify: Annotated[list[NotifyRule], AfterValidator(node_rules)] = Field(default_factory=list)
 
     @field_validator("upstream")
     @classmethod
@@ -133,7 +138,9 @@ class Policy(Spec):
     retry_delay_s: float = Field(default=60, ge=0, le=86400)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     resource_group: Name = "default"
-    notify: list[str] = Field(default_factory=list)
+    notify: list[NotifyRule] = Field(default_factory=list)
+    # An instance unfinished this long after its creation raises `sla_miss` once.
+    sla_s: float | None = Field(default=None, gt=0, le=365 * 86400)
 
 
 class Schedule(Spec):
@@ -222,6 +229,8 @@ class WorkflowSpec(Spec):
         if cycle:
             raise ValueError("nodes: dependency cycle " + " -> ".join(cycle))
         self._check_output_references()
+        for node in self.nodes:
+            check_node_code(node, self.parameters)
         return self
 
     def _check_dependencies(self) -> None:
@@ -256,7 +265,7 @@ class WorkflowSpec(Spec):
                 )
         upstream = {n.name: n.upstream for n in self.nodes}
         for index, node in enumerate(self.nodes):
-            for where, text in _node_texts(node):
+            for where, text in _placeholder_texts(node):
                 problems = invalid_references(node.name, [text], upstream)
                 if problems:
                     raise ValueError(f"nodes.{index}.{where}: {problems[0]}")
@@ -269,7 +278,7 @@ class WorkflowSpec(Spec):
         return self.timezone or "UTC"
 
 
-def _node_texts(node: NodeBase) -> list[tuple[str, str]]:
+def _placeholder_texts(node: NodeBase) -> list[tuple[str, str]]:
     """The texts of a node that parameter placeholders are resolved in, each with its field."""
     texts = [(f"parameters.{k}", v) for k, v in node.parameters.items() if isinstance(v, str)]
     if isinstance(node, ShellNode | PythonNode | SqlNode):
@@ -279,6 +288,39 @@ def _node_texts(node: NodeBase) -> list[tuple[str, str]]:
     elif isinstance(node, SyncNode) and isinstance(node.sync, PostgresToS3):
         texts.append(("sync.query", node.sync.query))
     return texts
+
+
+def _node_texts(node: NodeBase) -> list[tuple[str, str, str]]:
+    """(field path, language, text) of everything in `node` that placeholders are bound into."""
+    if isinstance(node, ShellNode):
+        return [("code", "shell", node.code)]
+    if isinstance(node, PythonNode):
+        return [("code", "python", node.code)]
+    if isinstance(node, SqlNode):
+        return [("code", "sql", node.code)]
+    if isinstance(node, CheckNode) and isinstance(node.check, SqlCheck):
+        return [("check.query", "sql", node.check.query)]
+    if isinstance(node, SyncNode) and isinstance(node.sync, PostgresToS3):
+        return [("sync.query", "sql", node.sync.query)]
+    return []
+
+
+def check_node_code(node: NodeBase, workflow_parameters: dict[str, Any]) -> None:
+    """Refuse a placeholder that a second interpreter would parse as code (`bash -c '${p}'`).
+
+    Only placeholders the spec itself makes (its parameters and the built-ins) are known here;
+    binding checks again with every parameter an attempt has.
+    """
+    names = {*workflow_parameters, *node.parameters, "bizdate", "cyctime"}
+
+    def known(path: str) -> bool:
+        head = re.split(r"[.\[]", path, maxsplit=1)[0]
+        return head in names or head in (*BUILTIN_NAMESPACES, "nodes")
+
+    for field, language, text in _node_texts(node):
+        found = find_reparsed(text, language, known)
+        if found:
+            raise ValueError(f"nodes.{node.name}.{field}: {found[0].message(text)}")
 
 
 def find_cycle(upstream: dict[str, list[str]]) -> list[str] | None:

@@ -16,8 +16,10 @@ import pytest
 from services.api.app import create_app
 from shared import intake
 from shared.db import connections as connection_repo
+from shared.db import notifications as notification_repo
 from shared.db.connections import ConnectionSpec
 from shared.models.instances import RunRequest
+from shared.models.notifications import NotifyRule
 from shared.settings import load_settings
 from tests.factories import (
     NOW,
@@ -29,6 +31,7 @@ from tests.factories import (
     workflow,
 )
 from tests.support.api import ApiServer, Pool, api_server_fixture, make_token  # noqa: F401
+from tests.support.secrets import suite_box
 
 ROLES = ("viewer", "operator", "developer", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -106,7 +109,15 @@ MUTATING: tuple[Route, ...] = (
     Route("POST", "/workspaces/{ws}/instances/{waiting}/terminate", "operator", 202),
     Route("POST", "/workspaces/{ws}/instances/{ended}/rerun", "operator", 202, {"mode": "failed"}),
     Route("DELETE", "/workspaces/{ws}/workflows/wf_new", "developer", 204),
+    Route(
+        "POST",
+        "/workspaces/{ws}/notifications/test",
+        "developer",
+        202,
+        {"rule": {"on": ["failure"], "channel": "webhook", "url": "https://hooks.example.com/x"}},
+    ),
 )
+HOOK_RULE = NotifyRule(on=["failure"], channel="webhook", url="https://hooks.example.com/x")
 READS: tuple[Route, ...] = tuple(
     Route("GET", path, "viewer", 200, query=query)
     for path, query in (
@@ -124,8 +135,11 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/instances", {"workflow": "seed_m"}),
         ("/workspaces/{ws}/instances/{waiting}", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/log", None),
+        ("/workspaces/{ws}/instances/{waiting}/nodes/a/outputs", None),
         ("/workspaces/{ws}/events", {"trigger": "seed_t"}),
         ("/workspaces/{ws}/events/{event}", None),
+        ("/workspaces/{ws}/notifications", None),
+        ("/workspaces/{ws}/notifications/{notification}", None),
     )
 )
 
@@ -136,6 +150,7 @@ class Seed:
     ended: int
     victim_token: int
     event: int
+    notification: int
 
     def fill(self, template: str, ws: str = "default") -> str:
         return template.format(
@@ -144,6 +159,7 @@ class Seed:
             ended=self.ended,
             victim_token=self.victim_token,
             event=self.event,
+            notification=self.notification,
         )
 
 
@@ -153,7 +169,9 @@ async def seed(pool: Pool) -> Seed:
         await add_trigger(conn, kafka_trigger("seed_t", "orders"))
         await add_workflow(conn, workflow("seed_wf", trigger="seed_t"))
         await add_workflow(conn, workflow("seed_m", type="manual"))
-        await connection_repo.upsert(conn, 1, ConnectionSpec(name="seed_c", kind="postgres"))
+        await connection_repo.upsert(
+            conn, 1, ConnectionSpec(name="seed_c", kind="postgres"), suite_box()
+        )
         waiting = await intake.request_run(conn, 1, "seed_m", RunRequest(), now=NOW)
         ended = await intake.request_run(conn, 1, "seed_m", RunRequest(), now=NOW)
         # An instance that ended in failure, as the executor would leave it.
@@ -169,8 +187,9 @@ async def seed(pool: Pool) -> Seed:
             "INSERT INTO tokens (workspace_id, name, role, token_hash) "
             "VALUES (1, 'victim', 'viewer', '\\x00') RETURNING id"
         )
+        notification = await notification_repo.enqueue_test(conn, 1, HOOK_RULE)
     [result] = await intake.admit(pool, kafka_event(topic="orders", offset=1))
-    return Seed(waiting.id, ended.id, int(victim), result.event_id)
+    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification)
 
 
 async def call(client: httpx.AsyncClient, route: Route, seeded: Seed, ws: str) -> httpx.Response:
@@ -230,7 +249,9 @@ async def test_another_workspace_learns_nothing(api_server: ApiServer, pool: Poo
     """A token of workspace B on /workspaces/default/... gets the same 403 for objects that
     exist and objects that do not, on every route."""
     seeded = await seed(pool)
-    missing = Seed(waiting=999_999, ended=999_998, victim_token=999_997, event=999_996)
+    missing = Seed(
+        waiting=999_999, ended=999_998, victim_token=999_997, event=999_996, notification=999_995
+    )
     outsider = await make_token(pool, "team_b", "admin")
     async with api_server.client(outsider) as client:
         for route in (*MUTATING, *READS):
@@ -304,11 +325,12 @@ def _template(path: str) -> str:
         "tokens": "{token_id}",
         "nodes": "{node}",
         "versions": "{version}",
+        "notifications": "{notification_id}",
     }
     out = []
     for i, part in enumerate(parts):
         before = parts[i - 1] if i else ""
-        if before in names and not part.startswith("{ws"):
+        if before in names and not part.startswith("{ws") and part != "test":
             out.append(names[before])
         elif before == "diff":
             out.append("{b}")

@@ -26,6 +26,7 @@ from tests.support.executor import (
     wait_gone,
     wait_instance,
 )
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -44,7 +45,10 @@ def python_node(name: str, code: str, **kw: Any) -> dict[str, Any]:
 async def add_pg_connection(pool: Pool, db_url: str, name: str = "db") -> None:
     async with pool.acquire() as conn:
         await connections.upsert(
-            conn, DEFAULT_WS, ConnectionSpec(name=name, kind="postgres", config={"dsn": db_url})
+            conn,
+            DEFAULT_WS,
+            ConnectionSpec(name=name, kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
 
 

@@ -14,6 +14,7 @@ from shared.embedded.s3 import EmbeddedS3, ensure_bucket
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
 from tests.support.s3 import embedded_s3_fixture, s3_client_fixture, unique  # noqa: F401
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -21,7 +22,10 @@ Pool: TypeAlias = "asyncpg.Pool[Any]"
 async def add_connections(pool: Pool, db_url: str, s3: EmbeddedS3) -> None:
     async with pool.acquire() as conn:
         await connections.upsert(
-            conn, DEFAULT_WS, ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url})
+            conn,
+            DEFAULT_WS,
+            ConnectionSpec(name="db", kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
         await connections.upsert(
             conn,
@@ -32,6 +36,7 @@ async def add_connections(pool: Pool, db_url: str, s3: EmbeddedS3) -> None:
                 config={"endpoint_url": s3.endpoint, "region": s3.region},
                 secrets={"access_key_id": s3.access_key, "secret_access_key": s3.secret_key},
             ),
+            suite_box(),
         )
 
 
@@ -45,7 +50,8 @@ async def log_text(pool: Pool, instance_id: int, node: str) -> str:
     ("connection", "key", "final"),
     [
         ("store", "in/present.csv", "succeeded"),
-        (None, "in/present.csv", "succeeded"),
+        # No connection: no fallback to the platform's own S3 credentials.
+        (None, "in/present.csv", "failed"),
         ("store", "in/absent.csv", "failed"),
     ],
 )
@@ -69,11 +75,14 @@ async def test_s3_object_check(
     async with running_executor(db_url, settings=embedded_s3.settings_overrides()):
         assert await wait_instance(pool, iid) == final
     last = (await log_text(pool, iid, "c")).splitlines()[-1]
-    assert last == (
-        "[sluice] probe 1: condition met"
-        if final == "succeeded"
-        else "[sluice] timed out after 1s; process group killed"
-    )
+    if connection is None:
+        assert last.startswith("[sluice] error: ConnectionConfigError: no s3 connection given")
+    else:
+        assert last == (
+            "[sluice] probe 1: condition met"
+            if final == "succeeded"
+            else "[sluice] timed out after 1s; process group killed"
+        )
 
 
 async def test_sync_round_trip_between_s3_and_postgres(
@@ -110,6 +119,7 @@ async def test_sync_round_trip_between_s3_and_postgres(
             "sync": {
                 "kind": "postgres_to_s3",
                 "connection": "db",
+                "s3_connection": "store",
                 "query": 'SELECT id, upper(name) AS name FROM raw."Users" ORDER BY id',
                 "bucket": bucket,
                 "key": "out/users.csv",

@@ -303,10 +303,51 @@ async def test_dedup_records_expire_after_retention(pool: Pool) -> None:
     # backdate one admission past a 30-day retention (moving time by rows, not by sleeping)
     await pool.execute(
         "UPDATE admissions SET created_at = now() - interval '31 days' "
-        "WHERE dedup_key = 'orders/0/1'"
+        "WHERE dedup_key LIKE 'orders/0/1#%'"
     )
     assert await event_repo.prune_admissions(pool, 30) == 1
     [again] = await intake.admit(pool, kafka_event(offset=1))
     [still] = await intake.admit(pool, kafka_event(offset=2))
     assert again.outcomes[0].outcome == "admitted"
     assert still.outcomes[0].outcome == "duplicate"
+
+
+async def test_kafka_offset_key_tells_a_new_record_at_a_reused_offset_apart(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        await add_trigger(conn, kafka_trigger("kt", "orders"))
+        await add_workflow(conn, workflow("wf", trigger="kt"))
+
+    def record(value: str, timestamp_ms: int) -> IncomingEvent:
+        event = kafka_event(offset=0, value=value)
+        assert event.message is not None
+        return event.model_copy(update={"message": {**event.message, "timestamp_ms": timestamp_ms}})
+
+    [first] = await intake.admit(pool, record("a", 1_000))
+    [again] = await intake.admit(pool, record("a", 1_000))
+    # the topic was recreated: offsets restart at 0 with new records
+    [recreated] = await intake.admit(pool, record("b", 2_000))
+    assert first.outcomes[0].outcome == "admitted"
+    assert again.outcomes[0].outcome == "duplicate"
+    assert again.outcomes[0].detail == (
+        f"dedup key 'orders/0/0@1000' first admitted by event {first.event_id}"
+    )
+    assert recreated.outcomes[0].outcome == "admitted"
+    assert await count(pool, "SELECT count(*) FROM instances") == 2
+
+
+async def test_kafka_offset_keys_of_the_old_form_keep_working(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        await add_trigger(conn, kafka_trigger("kt", "orders"))
+        await add_workflow(conn, workflow("wf", trigger="kt"))
+    [old] = await intake.admit(pool, kafka_event(offset=5, value="a"))
+    # what an older version stored: the position alone
+    await pool.execute("UPDATE admissions SET dedup_key = 'orders/0/5'")
+    [redelivered] = await intake.admit(pool, kafka_event(offset=5, value="a"))
+    [reused] = await intake.admit(pool, kafka_event(offset=5, value="b"))
+    assert redelivered.outcomes[0].outcome == "duplicate"
+    assert redelivered.outcomes[0].detail == (
+        f"dedup key 'orders/0/5' first admitted by event {old.event_id}"
+    )
+    assert redelivered.outcomes[0].instance_ids == old.outcomes[0].instance_ids
+    assert reused.outcomes[0].outcome == "admitted"
+    assert await count(pool, "SELECT count(*) FROM instances") == 2

@@ -21,6 +21,7 @@ from shared.db import connections as connection_repo
 from tests.factories import DEFAULT_WS, workflow
 from tests.integration.test_parameters_exec import NODES, corpus
 from tests.support.executor import attempts_of, enqueue, flow, running_executor, save, wait_instance
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -41,6 +42,7 @@ async def add_pg_connection(pool: Pool, db_url: str) -> None:
             conn,
             DEFAULT_WS,
             connection_repo.ConnectionSpec(name="pg", kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
 
 

@@ -16,6 +16,7 @@ from shared.embedded.postgres import with_database
 from shared.models.workflows import WorkflowSpec
 from tests.factories import DEFAULT_WS
 from tests.support.executor import attempts_of, enqueue, running_executor, wait_instance
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node_outputs"
@@ -36,8 +37,8 @@ async def test_the_example_passes_a_computed_value_through_three_node_types(
     pool: Pool, db_url: str, examples_db: str
 ) -> None:
     async with pool.acquire() as conn:
-        await ensure_examples_connection(conn, db_url)
-        await ensure_examples_connection(conn, db_url)  # a second `sluice dev` start
+        await ensure_examples_connection(conn, db_url, suite_box())
+        await ensure_examples_connection(conn, db_url, suite_box())  # a second `sluice dev` start
         [doc] = read_specs(EXAMPLE)
         doc.pop("__file__")
         saved = await workflow_repo.save(

@@ -17,6 +17,7 @@ from services.executor.logs import read_log
 from shared.db import connections as connection_repo
 from tests.factories import workflow
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
+from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -111,6 +112,7 @@ async def test_injection_corpus_reaches_every_node_literally(
             conn,
             1,
             connection_repo.ConnectionSpec(name="pg", kind="postgres", config={"dsn": db_url}),
+            suite_box(),
         )
     values = corpus(canary)
     runs: list[tuple[str, int, Path]] = []

@@ -37,6 +37,7 @@ from shared.db import workspaces as workspace_repo
 from shared.db.tokens import Role
 from shared.embedded.process import free_port
 from shared.settings import load_settings
+from tests.support.secrets import TEST_SECRET_KEY
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 BOOTSTRAP_TOKEN = "slc_test_bootstrap_0123456789abcdefghijklmnopqrstuvwxyz"
@@ -156,6 +157,7 @@ def sluice_env(db_url: str, **extra: str) -> dict[str, str]:
         # The per-process probe server would bind one fixed port in every child: off (0).
         SLUICE_METRICS_PORT="0",
         PYTHONUNBUFFERED="1",
+        SLUICE_SECRET_KEY=TEST_SECRET_KEY,
     )
     env.update(extra)
     return env

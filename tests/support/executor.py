@@ -28,6 +28,7 @@ from shared.db.workflows import LoadedVersion
 from shared.models.workflows import WorkflowSpec
 from shared.settings import load_settings
 from tests.factories import DEFAULT_WS, NOW, workflow
+from tests.support.secrets import TEST_SECRET_KEY
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,7 @@ def executor_env(db_url: str, **extra: str) -> dict[str, str]:
             "SLUICE_DRAIN_TIMEOUT_S": "0",
             # Several executors on one host: no probe server (it would want one fixed port).
             "SLUICE_METRICS_PORT": "0",
+            "SLUICE_SECRET_KEY": TEST_SECRET_KEY,
             **extra,
         }
     )

@@ -49,7 +49,7 @@ def resolution(values: dict[str, str] | None = None) -> Resolution:
         ("select '${p}'", "back\\slash", "select 'back\\slash'", []),
         ("select E'${p}'", "it's \\n", "select E'it''s \\\\n'", []),
         ("select e'\\'${p}'", "\\'", "select e'\\'\\\\'''", []),
-        ("select N'${p}', B'${p}'", "'", "select N'''', B''''", []),
+        ("select N'${p}'", "'", "select N''''", []),
         ('select 1 as "${p}"', 'a"b', 'select 1 as "a""b"', []),
         ('select 1 as "${p:ident}"', 'a"b', 'select 1 as "a""b"', []),
         ("select * from ${p:ident}", 'we"ird', 'select * from "we""ird"', []),
@@ -116,8 +116,10 @@ def test_corpus_stays_inside_literals_and_parameters(name: str) -> None:
     [
         ("do $$ begin raise notice '${p}'; end $$", "v", "it is inside a dollar-quoted body"),
         ("select $f$${p}$f$", "v", "it is inside a dollar-quoted body"),
-        ("select U&'${p}'", "v", "it is inside a U& literal"),
-        ('select U&"${p}"', "v", "it is inside a U& literal"),
+        ("select B'${p}'", "1", "it is inside a bit-string literal"),
+        ("select x'${p}'", "1", "it is inside a bit-string literal"),
+        ("select U&'${p}' UESCAPE 'a'", "v", "UESCAPE character is not valid"),
+        ("select U&'${p}' UESCAPE E'!'", "v", "UESCAPE clause is not a plain"),
         ("select '${p:ident}'", "v", "':ident' cannot be used inside a string literal"),
         ("select E'${p:ident}'", "v", "':ident' cannot be used inside a string literal"),
         ("select x${p}", "v", "it is glued to a word"),
@@ -154,3 +156,46 @@ def test_missing_trigger_path_fails_naming_it() -> None:
 def test_error_names_the_line() -> None:
     with pytest.raises(BindingError, match=r"cannot bind \$\{p\} on line 3 of the SQL code"):
         bind_sql("select 1;\nselect ${q};\ndo $$ ${p} $$", resolution())
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "query"),
+    [
+        # A literal continued over a newline keeps the kind of its first segment.
+        ("select E'a'\n'${p}'", "\\'; x", "select E'a'\n'\\\\''; x'"),
+        ("select E'a' -- note\n  \n'${p}'", "\\", "select E'a' -- note\n  \n'\\\\'"),
+        ("select 'a'\n'${p}'", "\\'", "select 'a'\n'\\'''"),
+        # Without a newline the second literal is a new (standard) one.
+        ("select E'a' '${p}'", "\\", "select E'a' '\\'"),
+        ("select e'\\''\n'${p}'", "\\", "select e'\\''\n'\\\\'"),
+        # Unicode escapes: every character escaped with the literal's escape character.
+        ("select U&'${p}'", "a'\\", "select U&'\\+000061\\+000027\\+00005C'"),
+        ("select u&'x${p}' UESCAPE '!'", "é", "select u&'x!+0000E9' UESCAPE '!'"),
+        (
+            "select U&'${p}'\n'y' /* c */ uescape\n'#'",
+            "'",
+            "select U&'#+000027'\n'y' /* c */ uescape\n'#'",
+        ),
+        ("select U&\"${p}\" UESCAPE '!'", 'a"', "select U&\"!+000061!+000022\" UESCAPE '!'"),
+        # A number ends where a dollar quote starts; `1e'..'` may be an escape string.
+        ("select 1$$ ${p} $$", "v", None),
+        ("select 1e'${p}'", "\\", "select 1e'\\\\'"),
+        ("select ${p}\r-- ${p}\r, ${p}", "v", "select $1\r-- ${p}\r, $2"),
+    ],
+)
+def test_literal_forms(code: str, value: str, query: str | None) -> None:
+    if query is None:
+        with pytest.raises(BindingError, match="dollar-quoted"):
+            bind_sql(code, resolution({"p": value}))
+        return
+    assert bind_sql(code, resolution({"p": value})).query == query
+
+
+def test_code_that_changes_standard_conforming_strings_is_rejected() -> None:
+    code = "set standard_conforming_strings = off;\nselect '${p}'"
+    with pytest.raises(BindingError, match=r"on line 2 .* mentions standard_conforming_strings"):
+        bind_sql(code, resolution())
+    # A bind parameter does not depend on it.
+    assert bind_sql(
+        "select set_config('standard_conforming_strings', 'on', false), ${p}", resolution()
+    ).args == ["value"]

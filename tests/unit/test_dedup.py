@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.dedup import DedupError, dedup_key
+from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
 from tests.factories import kafka_message, kafka_trigger, s3_message, s3_trigger
 
 
@@ -28,8 +28,45 @@ def test_s3_version_without_marker_is_an_error() -> None:
         dedup_key(s3_trigger(dedup="version"), s3_message())
 
 
-def test_kafka_offset() -> None:
-    assert dedup_key(kafka_trigger(), kafka_message(partition=3, offset=42)) == "orders/3/42"
+def test_kafka_offset_identifies_the_record_by_timestamp() -> None:
+    message = {**kafka_message(partition=3, offset=42), "timestamp_ms": 1767225600123}
+    assert dedup_key(kafka_trigger(), message) == "orders/3/42@1767225600123"
+    # a redelivery of the same record: same key
+    assert dedup_key(kafka_trigger(), dict(message)) == "orders/3/42@1767225600123"
+    # a new record at the reused offset (topic recreated, broker restarted): another key
+    assert dedup_key(kafka_trigger(), {**message, "timestamp_ms": 1767225699999}) != (
+        "orders/3/42@1767225600123"
+    )
+
+
+@pytest.mark.parametrize("timestamp_ms", [None, -1])
+def test_kafka_offset_without_timestamp_hashes_the_content(timestamp_ms: int | None) -> None:
+    message = {**kafka_message(offset=7, value="a"), "timestamp_ms": timestamp_ms}
+    key = dedup_key(kafka_trigger(), message)
+    assert key is not None and key.startswith("orders/0/7#") and len(key) == len("orders/0/7#") + 32
+    assert dedup_key(kafka_trigger(), dict(message)) == key
+    assert dedup_key(kafka_trigger(), {**message, "value": "b"}) != key
+    assert dedup_key(kafka_trigger(), {**message, "headers": {"h": "1"}}) != key
+
+
+def test_kafka_legacy_key_is_the_position_for_offset_mode_only() -> None:
+    message = kafka_message(partition=3, offset=42)
+    assert legacy_kafka_key(kafka_trigger(), message) == "orders/3/42"
+    assert (
+        legacy_kafka_key(kafka_trigger(dedup="${workflow.triggerMessage.offset}"), message) is None
+    )
+    assert legacy_kafka_key(s3_trigger(), s3_message()) is None
+
+
+def test_same_record_compares_timestamp_key_value_and_headers() -> None:
+    message = kafka_message(offset=1, key="k", headers={"h": "1"})
+    assert same_record(dict(message), message)
+    assert not same_record({**message, "timestamp": "2026-11-21T12:00:01Z"}, message)
+    assert not same_record({**message, "value": "other"}, message)
+    assert not same_record({**message, "key": None}, message)
+    assert not same_record({**message, "headers": {}}, message)
+    # a payload stored truncated (a string) cannot be compared: not the same record
+    assert not same_record('{"topic": ...', message)
 
 
 def test_kafka_template_business_key() -> None:

@@ -259,61 +259,48 @@ def test_postgres_params_never_put_the_password_in_errors() -> None:
     assert "hunter2" not in str(caught.value)
 
 
-SETTINGS_S3 = {
-    "s3_endpoint": "http://minio:9000",
-    "s3_region": "eu-1",
-    "AWS_ACCESS_KEY_ID": "settings-key",
-    "AWS_SECRET_ACCESS_KEY": "settings-secret",
-}
+KEYS = {"access_key_id": "k", "secret_access_key": "s"}
 
 
 @pytest.mark.parametrize(
-    ("settings", "connection", "expected"),
+    ("config", "expected"),
     [
-        ({}, None, {"region_name": "us-east-1"}),
         (
-            SETTINGS_S3,
-            None,
-            {
-                "region_name": "eu-1",
-                "endpoint_url": "http://minio:9000",
-                "aws_access_key_id": "settings-key",
-                "aws_secret_access_key": "settings-secret",
-                "addressing_style": "path",
-            },
+            {"endpoint_url": "http://other:9000", "region": "r2"},
+            {"region_name": "r2", "endpoint_url": "http://other:9000", "addressing_style": "path"},
         ),
         (
-            SETTINGS_S3,
-            (
-                {"endpoint_url": "http://other:9000", "region": "r2"},
-                {"access_key_id": "k", "secret_access_key": "s"},
-            ),
-            {
-                "region_name": "r2",
-                "endpoint_url": "http://other:9000",
-                "aws_access_key_id": "k",
-                "aws_secret_access_key": "s",
-                "addressing_style": "path",
-            },
-        ),
-        (
-            {},
-            ({"addressing_style": "virtual", "endpoint_url": "https://s3.example"}, {}),
+            {"addressing_style": "virtual", "endpoint_url": "https://s3.example"},
             {
                 "region_name": "us-east-1",
                 "endpoint_url": "https://s3.example",
                 "addressing_style": "virtual",
             },
         ),
+        ({}, {"region_name": "us-east-1"}),
     ],
 )
-def test_s3_params_prefer_the_connection_then_settings(
-    settings: dict[str, str],
-    connection: tuple[dict[str, Any], dict[str, str]] | None,
-    expected: dict[str, Any],
+def test_s3_params_come_from_the_connection_only(
+    config: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    conn = None if connection is None else resolved("s3", *connection)
-    assert s3_params(conn, load_settings(**settings)) == expected
+    keys = {"aws_access_key_id": "k", "aws_secret_access_key": "s"}
+    assert s3_params(resolved("s3", config, KEYS)) == {**expected, **keys}
+
+
+@pytest.mark.parametrize(
+    ("secrets", "missing"),
+    [
+        ({}, "access_key_id or secret_access_key"),
+        ({"access_key_id": "k"}, "secret_access_key"),
+    ],
+)
+def test_an_s3_connection_without_keys_is_refused_not_filled_in(
+    secrets: dict[str, str], missing: str
+) -> None:
+    with pytest.raises(
+        ConnectionConfigError, match=f"s3 connection 'store' has no secret {missing}"
+    ):
+        s3_params(resolved("s3", {}, secrets), "store")
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ OVERLAYS = ("dev", "prod")
 # The oldest Kubernetes release the manifests support, and the newest schemas available.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 
-SERVICES = ("api", "executor", "scheduler", "kafka-listener", "storage-listener")
+SERVICES = ("api", "executor", "scheduler", "kafka-listener", "storage-listener", "notifier")
 AUTOSCALED = frozenset({"executor", "kafka-listener", "storage-listener"})
 SECRET_ENV = frozenset(
     {
@@ -51,10 +51,13 @@ SECRET_ENV = frozenset(
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "SLUICE_KAFKA_SASL_PASSWORD",
+        "SLUICE_SECRET_KEY",
     }
 )
 # Secrets production expects to exist in the namespace (created outside these manifests).
-EXTERNAL_SECRETS = frozenset({"sluice-database", "sluice-tokens", "sluice-s3", "sluice-kafka"})
+EXTERNAL_SECRETS = frozenset(
+    {"sluice-database", "sluice-tokens", "sluice-s3", "sluice-kafka", "sluice-secret-key"}
+)
 RUN_AS_USER = 10001
 # Which settings each named container port must agree with.
 PORT_SETTINGS = {
@@ -73,6 +76,7 @@ EXPECTED_EGRESS = {
     "kafka-listener": DNS_AND_POSTGRES | KAFKA,
     "storage-listener": DNS_AND_POSTGRES | KAFKA | OBJECT_STORAGE,
     "executor": DNS_AND_POSTGRES | KAFKA | OBJECT_STORAGE,
+    "notifier": DNS_AND_POSTGRES | {(443, "TCP"), (80, "TCP"), (25, "TCP")},
 }
 # Destinations probed for egress: the expected ones plus some no pod should reach.
 EGRESS_PROBES = (

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
 
-from services.api.deps import Admin, Conn, Viewer
+from services.api.deps import Admin, Conn, Viewer, get_settings
 from services.api.errors import ApiError
 from services.api.pagination import Cursor, Limit, page_sorted
 from services.api.schemas import ConnectionSaved, Page
 from shared.db import connections as connection_repo
 from shared.db.connections import ConnectionOut, ConnectionSpec
 from shared.db.errors import Conflict
+from shared.settings import Settings
 
 router = APIRouter(tags=["connections"])
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 @router.post(
@@ -21,10 +25,14 @@ router = APIRouter(tags=["connections"])
     status_code=status.HTTP_201_CREATED,
     response_model=ConnectionOut,
 )
-async def create_connection(body: ConnectionSpec, principal: Admin, conn: Conn) -> ConnectionOut:
+async def create_connection(
+    body: ConnectionSpec, principal: Admin, conn: Conn, settings: SettingsDep
+) -> ConnectionOut:
     """Create a connection; an existing name is a conflict (PUT replaces)."""
     async with conn.transaction():
-        out, created = await connection_repo.upsert(conn, principal.workspace_id, body)
+        out, created = await connection_repo.upsert(
+            conn, principal.workspace_id, body, settings.secret_box()
+        )
         if not created:
             # Raising rolls the upsert back: the stored connection is untouched.
             raise Conflict(f"connection {body.name!r} already exists")
@@ -51,12 +59,14 @@ async def get_connection(name: str, principal: Viewer, conn: Conn) -> Connection
     responses={201: {"model": ConnectionSaved, "description": "created"}},
 )
 async def put_connection(
-    name: str, body: ConnectionSpec, principal: Admin, conn: Conn
+    name: str, body: ConnectionSpec, principal: Admin, conn: Conn, settings: SettingsDep
 ) -> JSONResponse:
     """Create or replace; leaving out `secrets` keeps the stored ones."""
     if body.name != name:
         raise ApiError(422, f"name: {body.name!r} differs from the path's {name!r}", field="name")
-    out, created = await connection_repo.upsert(conn, principal.workspace_id, body)
+    out, created = await connection_repo.upsert(
+        conn, principal.workspace_id, body, settings.secret_box()
+    )
     saved = ConnectionSaved(connection=out, created=created)
     return JSONResponse(saved.model_dump(mode="json"), status_code=201 if created else 200)
 

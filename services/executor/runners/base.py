@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.executor.claims import ClaimedNode
+from services.executor.fencing import FenceLink
 from services.executor.logs import LogBuffer
 from services.executor.prepare import AnyNode, Prepared
+from services.executor.sandbox import NodeUser
 from shared.params.outputs import OUTPUT_FILE_VAR
 from shared.settings import Settings
 
@@ -51,6 +53,8 @@ class RunnerServices:
     pool: Any
     settings: Settings
     kill_grace_s: float = 1.0
+    # The user node processes run as (an executor running as root); None: the executor's own.
+    node_user: NodeUser | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class AttemptContext:
     prepared: Prepared
     log: LogBuffer
     services: RunnerServices
+    # Moved forward on every lease renewal; the node's fence kills it when it passes.
+    fence: FenceLink | None = None
     _workdir: Path | None = field(default=None, init=False)
 
     def workdir(self) -> Path:
@@ -80,6 +86,10 @@ class AttemptContext:
             self._workdir = Path(
                 tempfile.mkdtemp(prefix=f"sluice-{c.instance_id}-{c.attempt}-{c.node_id}-")
             )
+            user = self.services.node_user
+            if user is not None:
+                # The node user writes its own files (TMPDIR) here; mkdtemp made it 0700.
+                os.chown(self._workdir, *user.ids)
         return self._workdir
 
     def write_file(self, name: str, content: str) -> Path:
@@ -98,6 +108,9 @@ class AttemptContext:
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
         env.setdefault("PATH", os.defpath)
         env["TMPDIR"] = str(cwd)
+        user = self.services.node_user
+        if user is not None:
+            env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
         env.update(self.prepared.env)
         env[OUTPUT_FILE_VAR] = str(cwd / OUTPUT_FILE_NAME)
         for index, (var, content) in enumerate(sorted(self.prepared.files.items())):

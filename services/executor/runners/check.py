@@ -44,14 +44,21 @@ def is_missing(error: ClientError) -> bool:
 
 async def _probe_sql(ctx: AttemptContext, check: SqlCheck) -> bool:
     async with connect.postgres(
-        ctx.services.pool, ctx.claimed.workspace_id, check.connection, ctx.claimed.timeout_s
+        ctx.services.pool,
+        ctx.claimed.workspace_id,
+        check.connection,
+        ctx.claimed.timeout_s,
+        box=ctx.services.settings.secret_box(),
     ) as conn:
         return truthy(await conn.fetchval(ctx.prepared.code, *ctx.prepared.args))
 
 
 async def _probe_s3(ctx: AttemptContext, check: S3ObjectCheck) -> bool:
     async with connect.s3(
-        ctx.services.pool, ctx.claimed.workspace_id, check.connection, ctx.services.settings
+        ctx.services.pool,
+        ctx.claimed.workspace_id,
+        check.connection,
+        ctx.services.settings.secret_box(),
     ) as client:
         try:
             await client.head_object(Bucket=check.bucket, Key=check.key)

@@ -1,31 +1,34 @@
-"""Node processes: one process group per attempt, output captured, the whole group killed.
+"""Node processes: one fence and one process group per attempt, output captured, all killed.
 
-The child starts in a new session (its own process group), so `killpg` reaches its children and
-grandchildren however deep. Cancelling `run_process` (timeout, terminate, lost lease, shutdown)
-sends SIGTERM to the group, then SIGKILL after the grace period. When the leader exits on its own,
-whatever it left running in its group is killed too: an attempt leaves no processes behind.
+The node runs under a fence process (fence.py) in a session of its own; the fence starts the
+node in its own process group and is a subreaper, so it reaches children and grandchildren
+however deep, daemonized ones included. Cancelling `run_process` (timeout, terminate, lost
+lease, shutdown) asks the fence to SIGTERM the group, then SIGKILL it after the grace period.
+When the leader exits on its own, whatever it left running is killed too: an attempt leaves no
+processes behind. The fence also kills everything by itself when its lease deadline passes
+without a renewal or when this executor dies (see fencing.py, docs/fencing.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
+import time
 
+from services.executor.fencing import FenceLink, fence_argv, stop_request
 from services.executor.logs import LogBuffer
 
 _READ_SIZE = 64 * 1024
 # After the group is killed, output still in the pipe is read for at most this long (a process
 # that escaped the group with setsid could hold the pipe open forever).
 _DRAIN_S = 1.0
-
-
-@functools.cache
-def _devnull() -> int:
-    # Opened once: asyncio.subprocess.DEVNULL would open /dev/null again for every attempt.
-    return os.open(os.devnull, os.O_RDONLY)
+# A fence that has not ended its node this long after the grace period is SIGKILLed (its node's
+# leader dies with it: PR_SET_PDEATHSIG).
+_FENCE_SLACK_S = 5.0
+# Without a lease (tests, tools) the fence still kills its node when the executor dies.
+_NO_DEADLINE_S = 10 * 365 * 86400.0
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -47,40 +50,52 @@ async def _pump(stream: asyncio.StreamReader, log: LogBuffer) -> None:
         log.feed(data)
 
 
-async def _stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> None:
-    signal_group(proc.pid, signal.SIGTERM)
+async def _stop_fenced(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    assert proc.stdin is not None
+    if not stop_request(proc.stdin):
+        signal_group(proc.pid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(proc.wait(), grace_s)
+        await asyncio.wait_for(proc.wait(), grace_s + _FENCE_SLACK_S)
     except TimeoutError:
-        pass
-    signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
+        signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 async def run_process(
-    argv: list[str], *, env: dict[str, str], cwd: str, log: LogBuffer, grace_s: float
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str,
+    log: LogBuffer,
+    grace_s: float,
+    fence: FenceLink | None = None,
+    user: tuple[int, int] | None = None,
 ) -> int:
-    """Run `argv` in its own process group with stdout+stderr into `log`; return its exit
-    status (128 + N when killed by signal N)."""
+    """Run `argv` under a fence, in its own process group, with stdout+stderr into `log` (as
+    `user` (uid, gid) when given); return its exit status (128 + N when killed by signal N)."""
+    link = fence or FenceLink(time.monotonic() + _NO_DEADLINE_S)
+    uid, gid = user or (-1, -1)
     proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=_devnull(),
+        *fence_argv(argv, link.deadline, grace_s, uid, gid),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,
         cwd=cwd,
         start_new_session=True,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stdin is not None
+    link.attach(proc.stdin)
     reader = asyncio.create_task(_pump(proc.stdout, log))
     try:
         returncode = await proc.wait()
     except BaseException:
         # Cancelled: the group must be dead before this attempt is reported over.
-        await asyncio.shield(_stop_group(proc, grace_s))
+        await asyncio.shield(_stop_fenced(proc, grace_s))
         raise
     finally:
-        signal_group(proc.pid, signal.SIGKILL)
+        link.detach(proc.stdin)
+        proc.stdin.close()
         try:
             await asyncio.wait_for(asyncio.shield(reader), _DRAIN_S)
         except TimeoutError:

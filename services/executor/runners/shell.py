@@ -28,5 +28,7 @@ async def run(ctx: AttemptContext) -> RunResult:
         cwd=setup.cwd,
         log=ctx.log,
         grace_s=ctx.services.kill_grace_s,
+        fence=ctx.fence,
+        user=ctx.services.node_user.ids if ctx.services.node_user else None,
     )
     return await with_outputs(ctx, RunResult.from_exit_code(code))

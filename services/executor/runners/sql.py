@@ -100,7 +100,12 @@ async def run(ctx: AttemptContext) -> RunResult:
     node = ctx.node
     assert isinstance(node, SqlNode)
     async with connect.postgres(
-        ctx.services.pool, ctx.claimed.workspace_id, node.connection, ctx.claimed.timeout_s
+        ctx.services.pool,
+        ctx.claimed.workspace_id,
+        node.connection,
+        ctx.claimed.timeout_s,
+        fence=ctx.fence,
+        box=ctx.services.settings.secret_box(),
     ) as conn:
         try:
             result = await execute(conn, ctx.prepared.code, ctx.prepared.args, ctx.log)

@@ -55,13 +55,18 @@ async def _s3_to_postgres(ctx: AttemptContext, sync: S3ToPostgres) -> None:
     path = ctx.workdir() / "data.csv"
     services = ctx.services
     async with connect.s3(
-        services.pool, ctx.claimed.workspace_id, sync.s3_connection, services.settings
+        services.pool, ctx.claimed.workspace_id, sync.s3_connection, services.settings.secret_box()
     ) as client:
         size = await _download(client, sync.bucket, sync.key, path)
     ctx.log.note(f"downloaded s3://{sync.bucket}/{sync.key} ({size} bytes)")
     schema, table = split_table(sync.table)
     async with connect.postgres(
-        services.pool, ctx.claimed.workspace_id, sync.connection, ctx.claimed.timeout_s
+        services.pool,
+        ctx.claimed.workspace_id,
+        sync.connection,
+        ctx.claimed.timeout_s,
+        fence=ctx.fence,
+        box=services.settings.secret_box(),
     ) as conn:
         async with conn.transaction():
             if sync.truncate:
@@ -76,7 +81,12 @@ async def _postgres_to_s3(ctx: AttemptContext, sync: PostgresToS3) -> None:
     path = ctx.workdir() / "data.csv"
     services = ctx.services
     async with connect.postgres(
-        services.pool, ctx.claimed.workspace_id, sync.connection, ctx.claimed.timeout_s
+        services.pool,
+        ctx.claimed.workspace_id,
+        sync.connection,
+        ctx.claimed.timeout_s,
+        fence=ctx.fence,
+        box=services.settings.secret_box(),
     ) as conn:
         status = await conn.copy_from_query(
             ctx.prepared.code,
@@ -88,7 +98,7 @@ async def _postgres_to_s3(ctx: AttemptContext, sync: PostgresToS3) -> None:
     size = path.stat().st_size
     ctx.log.note(f"{status} ({size} bytes)")
     async with connect.s3(
-        services.pool, ctx.claimed.workspace_id, sync.s3_connection, services.settings
+        services.pool, ctx.claimed.workspace_id, sync.s3_connection, services.settings.secret_box()
     ) as client:
         with path.open("rb") as body:
             await client.put_object(

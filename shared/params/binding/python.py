@@ -26,6 +26,7 @@ import warnings
 from functools import lru_cache
 
 from shared.params.binding import BindingError
+from shared.params.binding.reparsed import refuse_reparsed
 from shared.params.resolution import Placeholder, Resolver, find_placeholders
 
 __all__ = ["bind_python"]
@@ -378,4 +379,5 @@ def bind_python(code: str, resolver: Resolver) -> str:
     placeholders = find_placeholders(code, resolver.resolvable)
     if not placeholders:
         return code
+    refuse_reparsed(code, "python", resolver.resolvable)
     return _Binder(code, placeholders, resolver).bind()

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from shared.params.binding import BindingError
+from shared.params.binding.reparsed import refuse_reparsed
 from shared.params.resolution import Placeholder, Resolver, find_placeholders
 
 __all__ = ["ENV_PREFIX", "MAX_ENV_TOTAL", "MAX_ENV_VALUE", "ShellBinding", "bind_shell"]
@@ -396,6 +397,7 @@ def bind_shell(code: str, resolver: Resolver) -> ShellBinding:
     placeholders = {p.start: p for p in find_placeholders(code, resolver.resolvable)}
     if not placeholders:
         return ShellBinding(code=code, env={})
+    refuse_reparsed(code, "shell", resolver.resolvable)
     scanner = _Scanner(code, placeholders, resolver)
     bound = scanner.run()
     if scanner.files:

@@ -1,0 +1,1 @@
+"""The web console (Operation Center): server-rendered pages served by the api service at `/`."""

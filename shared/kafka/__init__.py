@@ -1,0 +1,1 @@
+"""The Kafka intake both listeners share: consumer options, offsets, stall detection."""
