@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import structlog
+
 from shared.cron import latest_fire_at_or_before
 from shared.db.errors import Invalid
 from shared.db.pool import Connection, Executor
@@ -22,6 +24,9 @@ from shared.models.instances import UpstreamWait
 from shared.models.workflows import WorkflowSpec, find_cycle
 
 Q = load(__file__)
+log = structlog.get_logger("sluice.dependencies")
+# A large backfill waits in thousands of instances: name a few, count the rest.
+_LOGGED_WAITS = 10
 WAITING_KINDS = frozenset({"scheduled", "backfill"})
 _TICK = timedelta(microseconds=1)
 
@@ -142,6 +147,10 @@ async def record(conn: Connection, created: Sequence[PendingInstance]) -> dict[i
             reasons[int(r["instance_id"])] = waiting_reason(r["upstream_name"], r["bizdate"])
     if reasons:
         await conn.execute(Q["set_reasons"], list(reasons), list(reasons.values()))
+        for instance_id, reason in list(reasons.items())[:_LOGGED_WAITS]:
+            log.info("instance_waiting_for_upstream", instance_id=instance_id, reason=reason)
+        if len(reasons) > _LOGGED_WAITS:
+            log.info("instances_waiting_for_upstream", instances=len(reasons))
     return reasons
 
 

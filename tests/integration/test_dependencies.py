@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.executor.operations import rerun_instance, terminate_instance
-from services.scheduler.backfill import create_backfills, upstream_first
+from services.scheduler.backfill import create_backfills
 from services.scheduler.service import Scheduler
 from shared.db import instances as instance_repo
 from shared.db import workflows as workflow_repo
@@ -208,12 +208,3 @@ async def test_validation_rejects_unknown_workflows_and_names_the_cycle(pool: Po
         await publish(pool, scheduled("a", DAILY, depends_on=[{"workflow": "c"}]))
     # a previous-cycle edge cannot deadlock: allowed
     await publish(pool, scheduled("a", DAILY, depends_on=[{"workflow": "c", "cycle": "previous"}]))
-
-
-def test_upstream_first_orders_the_group() -> None:
-    assert upstream_first({"report": ["dwd"], "dwd": ["ods"], "ods": []}) == [
-        "ods",
-        "dwd",
-        "report",
-    ]
-    assert upstream_first({"x": ["x", "elsewhere"], "y": []}) == ["x", "y"]
