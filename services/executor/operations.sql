@@ -63,7 +63,7 @@ candidates AS (
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
           -- dependencies between workflows (migration 0013): wait for the upstream cycles
-          AND NOT sluice_waits_for_upstream(i.id)
+          AND NOT i.blocked
         ORDER BY i.queue_priority DESC, i.created_at, i.id
         LIMIT p.free
         FOR UPDATE OF i SKIP LOCKED

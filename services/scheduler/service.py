@@ -26,6 +26,7 @@ import structlog
 
 from services.scheduler import metrics as scheduler_metrics
 from services.scheduler.completions import serve_finishes
+from services.scheduler.releases import serve_releases
 from services.scheduler.ticks import (
     MISFIRE_GRACE,
     RUN_ALL_CAP,
@@ -350,6 +351,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             group.create_task(
                 serve_finishes(pool, settings.database_url, stop, poll_s=settings.poll_interval_s)
             )
+            group.create_task(serve_releases(pool, stop, poll_s=settings.poll_interval_s))
             serve = scheduler.serve(
                 stop, clock=clock, poll_s=settings.poll_interval_s, notified=notified
             )

@@ -1,10 +1,12 @@
 """Dependencies between workflows: validation, the waits of new instances, and what they wait for.
 
 A scheduled or backfill instance of a workflow with `depends_on` gets one `instance_dependencies`
-row per upstream cycle when it is created (in the creating transaction). The executor promotes it
-only once every row is met (`sluice_waits_for_upstream`, migration 0013); the upstream's success
-closes the rows in the same transaction as its final state, and NOTIFY wakes the executor. Manual
-and API runs do not wait: they are someone's explicit decision to run now.
+row per upstream cycle when it is created (in the creating transaction), and is `blocked` while
+one is open: the executor's promotion skips it. The upstream's success closes the rows and
+unblocks the dependant in the same transaction as its final state (migration 0013), and NOTIFY
+wakes the executor. `release_missed` is the fallback for the one case the trigger cannot see: a
+dependant created while its upstream was finishing. Manual and API runs do not wait: they are
+someone's explicit decision to run now.
 """
 
 from __future__ import annotations
@@ -184,3 +186,17 @@ async def waits(conn: Executor, instance_id: int) -> list[UpstreamWait]:
             )
         )
     return out
+
+
+async def release_missed(conn: Connection, window_s: float) -> list[int]:
+    """Close open rows of dependants created in the last `window_s` whose upstream succeeded;
+    return the instances this unblocked (the caller NOTIFYs the executor)."""
+    async with conn.transaction():
+        closed = [int(r["instance_id"]) for r in await conn.fetch(Q["release_missed"], window_s)]
+        if not closed:
+            return []
+        released = [int(r["id"]) for r in await conn.fetch(Q["unblock"], closed)]
+        if released:
+            await conn.execute("SELECT pg_notify('sluice_instances', '')")
+            log.info("instances_released_late", instances=released[:_LOGGED_WAITS])
+    return released

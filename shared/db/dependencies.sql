@@ -23,11 +23,10 @@ pinned AS (
         SELECT u.id
         FROM instances me
         JOIN backfills mb ON mb.id = me.backfill_id
-        JOIN backfills ub ON ub.workflow_id = t.upstream_workflow_id
-                         AND (ub.id = mb.id OR ub.group_id = mb.group_id)
-        JOIN instances u ON u.backfill_id = ub.id
+        JOIN instances u ON u.workflow_id = t.upstream_workflow_id AND u.bizdate = t.bizdate
+                        AND (t.cyctime IS NULL OR u.cyctime = t.cyctime)
+        JOIN backfills ub ON ub.id = u.backfill_id AND (ub.id = mb.id OR ub.group_id = mb.group_id)
         WHERE me.id = t.instance_id AND u.id <> t.instance_id
-          AND u.bizdate = t.bizdate AND (t.cyctime IS NULL OR u.cyctime = t.cyctime)
         ORDER BY u.id DESC LIMIT 1) AS pin
     FROM t
 ),
@@ -57,9 +56,43 @@ FROM decided d
 RETURNING instance_id, seq, upstream_name, bizdate, satisfied_at IS NULL AS open;
 
 -- name: set_reasons
-UPDATE instances i SET reason = t.reason
+UPDATE instances i SET reason = t.reason, blocked = true
 FROM unnest($1::bigint[], $2::text[]) AS t(id, reason)
 WHERE i.id = t.id AND i.state = 'waiting';
+
+-- name: release_missed
+-- The fallback of the release: open rows of recent dependants whose upstream has succeeded.
+-- Only a dependant created while its upstream was finishing (neither transaction saw the other's
+-- rows) can miss the release by trigger, so only recent dependants are looked at.
+WITH found AS (
+    SELECT d.instance_id, d.seq, coalesce(
+               (SELECT u.id FROM instances u
+                WHERE u.id = d.upstream_instance_id AND u.state = 'succeeded'),
+               (SELECT u.id FROM instances u
+                WHERE d.upstream_instance_id IS NULL AND u.workflow_id = d.upstream_workflow_id
+                  AND u.bizdate = d.bizdate AND (d.cyctime IS NULL OR u.cyctime = d.cyctime)
+                  AND u.state = 'succeeded'
+                ORDER BY u.id LIMIT 1)) AS by
+    FROM instance_dependencies d
+    JOIN instances i ON i.id = d.instance_id
+    WHERE d.satisfied_at IS NULL AND i.state = 'waiting'
+      AND i.created_at > now() - make_interval(secs => $1)
+),
+closed AS (
+    UPDATE instance_dependencies d SET satisfied_by = f.by, satisfied_at = clock_timestamp()
+    FROM found f
+    WHERE f.by IS NOT NULL AND d.instance_id = f.instance_id AND d.seq = f.seq
+      AND d.satisfied_at IS NULL
+    RETURNING d.instance_id
+)
+SELECT DISTINCT instance_id FROM closed;
+
+-- name: unblock
+UPDATE instances i SET blocked = false, reason = NULL
+WHERE i.id = ANY($1::bigint[]) AND i.blocked AND i.state = 'waiting'
+  AND NOT EXISTS (SELECT 1 FROM instance_dependencies o
+                  WHERE o.instance_id = i.id AND o.satisfied_at IS NULL)
+RETURNING i.id;
 
 -- name: instance_waits
 -- What an instance waits (or waited) for, with the upstream run that decides it: the pinned

@@ -15,6 +15,7 @@ from services.scheduler.backfill import create_backfills
 from services.scheduler.service import Scheduler
 from shared.db import instances as instance_repo
 from shared.db import workflows as workflow_repo
+from shared.db.dependencies import release_missed
 from shared.db.errors import Invalid
 from shared.models.backfills import BackfillRequest
 from tests.factories import DEFAULT_WS, shell_node
@@ -208,3 +209,27 @@ async def test_validation_rejects_unknown_workflows_and_names_the_cycle(pool: Po
         await publish(pool, scheduled("a", DAILY, depends_on=[{"workflow": "c"}]))
     # a previous-cycle edge cannot deadlock: allowed
     await publish(pool, scheduled("a", DAILY, depends_on=[{"workflow": "c", "cycle": "previous"}]))
+
+
+async def test_a_release_the_trigger_missed_is_made_by_the_fallback(
+    pool: Pool, db_url: str
+) -> None:
+    """A dependant created while its upstream was finishing is invisible to the upstream's final
+    transaction: simulated by finishing A with the release trigger switched off."""
+    await publish(pool, scheduled("ods", DAILY), at=PUBLISHED)
+    await publish(pool, scheduled("dwd", DAILY, depends_on=[{"workflow": "ods"}]), at=PUBLISHED)
+    await Scheduler(pool).tick(FIRE)
+    a, b = await instance_of(pool, "ods"), await instance_of(pool, "dwd")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE instances DISABLE TRIGGER instances_finished")
+        await conn.execute("UPDATE instances SET state = 'succeeded' WHERE id = $1", a)
+        await conn.execute("ALTER TABLE instances ENABLE TRIGGER instances_finished")
+    assert await pool.fetchval("SELECT blocked FROM instances WHERE id = $1", b)
+    async with pool.acquire() as conn:
+        # dependants created before the window are not looked at
+        assert await release_missed(conn, 0.0) == []
+        assert await release_missed(conn, 3600.0) == [b]
+        assert await release_missed(conn, 3600.0) == []
+    async with running_executor(db_url):
+        assert await wait_instance(pool, b) == "succeeded"
+    assert await reason(pool, b) is None

@@ -28,6 +28,16 @@ CREATE INDEX instance_dependencies_pinned
     ON instance_dependencies (upstream_instance_id)
     WHERE satisfied_at IS NULL AND upstream_instance_id IS NOT NULL;
 
+-- `blocked`: the instance has an open dependency row. The executor's promotion skips blocked
+-- instances through a partial index of the unblocked waiting ones, so a long queue of waiting
+-- dependants costs nothing per promotion.
+ALTER TABLE instances ADD COLUMN blocked boolean NOT NULL DEFAULT false;
+CREATE INDEX instances_waiting_unblocked
+    ON instances (workflow_id, queue_priority DESC, created_at, id)
+    WHERE state = 'waiting' AND NOT blocked;
+-- The upstream instances of a cycle: found when a dependant is created.
+CREATE INDEX instances_workflow_bizdate ON instances (workflow_id, bizdate);
+
 -- Backfills created together (several workflows in one request) share a group: dependencies
 -- between them are pinned to the group's own instances.
 ALTER TABLE backfills ADD COLUMN group_id bigint;
@@ -69,22 +79,25 @@ CREATE TRIGGER instances_count_finish
 CREATE FUNCTION sluice_instance_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     wf_name text;
-    released integer;
+    released bigint[];
 BEGIN
     SELECT name INTO wf_name FROM workflows WHERE id = NEW.workflow_id;
     IF NEW.state = 'succeeded' THEN
-        UPDATE instance_dependencies d
-        SET satisfied_by = NEW.id, satisfied_at = clock_timestamp()
-        WHERE d.satisfied_at IS NULL
-          AND (d.upstream_instance_id = NEW.id
-               OR (d.upstream_instance_id IS NULL AND d.upstream_workflow_id = NEW.workflow_id
-                   AND d.bizdate = NEW.bizdate
-                   AND (d.cyctime IS NULL OR d.cyctime = NEW.cyctime)));
-        GET DIAGNOSTICS released = ROW_COUNT;
-        IF released > 0 THEN
-            UPDATE instances i SET reason = NULL
-            WHERE i.id IN (SELECT instance_id FROM instance_dependencies WHERE satisfied_by = NEW.id)
-              AND i.state = 'waiting'
+        WITH closed AS (
+            UPDATE instance_dependencies d
+            SET satisfied_by = NEW.id, satisfied_at = clock_timestamp()
+            WHERE d.satisfied_at IS NULL
+              AND (d.upstream_instance_id = NEW.id
+                   OR (d.upstream_instance_id IS NULL AND d.upstream_workflow_id = NEW.workflow_id
+                       AND d.bizdate = NEW.bizdate
+                       AND (d.cyctime IS NULL OR d.cyctime = NEW.cyctime)))
+            RETURNING d.instance_id
+        )
+        SELECT array_agg(DISTINCT instance_id) INTO released FROM closed;
+        IF released IS NOT NULL THEN
+            UPDATE instances i
+            SET blocked = false, reason = CASE WHEN i.state = 'waiting' THEN NULL ELSE i.reason END
+            WHERE i.id = ANY(released) AND i.blocked
               AND NOT EXISTS (SELECT 1 FROM instance_dependencies o
                               WHERE o.instance_id = i.id AND o.satisfied_at IS NULL);
             PERFORM pg_notify('sluice_instances', '');
@@ -120,20 +133,3 @@ CREATE TRIGGER instances_finished
           AND OLD.state IS DISTINCT FROM NEW.state)
     EXECUTE FUNCTION sluice_instance_finished();
 
--- Whether an instance still waits for an upstream cycle: the executor's promotion asks this.
--- A row counts as met when the trigger above closed it, or when a matching upstream instance has
--- succeeded: a dependant created while its upstream was finishing (neither transaction sees the
--- other's rows) is therefore never stranded.
-CREATE FUNCTION sluice_waits_for_upstream(p_instance bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM instance_dependencies d
-        WHERE d.instance_id = p_instance AND d.satisfied_at IS NULL
-          AND NOT EXISTS (
-              SELECT 1 FROM instances u
-              WHERE u.id = d.upstream_instance_id AND u.state = 'succeeded')
-          AND NOT (d.upstream_instance_id IS NULL AND EXISTS (
-              SELECT 1 FROM instances u
-              WHERE u.workflow_id = d.upstream_workflow_id AND u.state = 'succeeded'
-                AND u.bizdate = d.bizdate AND (d.cyctime IS NULL OR u.cyctime = d.cyctime))))
-$$;
