@@ -71,6 +71,16 @@ async def validate(conn: Executor, workspace_id: int, spec: WorkflowSpec) -> Non
         raise Invalid("depends_on", "dependency cycle " + " -> ".join(reversed(cycle)))
 
 
+async def dependants(conn: Executor, workspace_id: int, name: str) -> list[str]:
+    """Other workflows whose latest version names `name` in `depends_on` (deleting it would
+    leave their instances waiting for a cycle that can never come)."""
+    found = []
+    for r in await conn.fetch(Q["workspace_dependencies"], workspace_id):
+        if r["name"] != name and any(d.get("workflow") == name for d in _decode(r["depends_on"])):
+            found.append(str(r["name"]))
+    return sorted(found)
+
+
 def _decode(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         import json

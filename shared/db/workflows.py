@@ -198,4 +198,7 @@ async def delete(conn: Connection, workspace_id: int, name: str) -> None:
         active = await conn.fetchval(Q["active_instances"], row["id"])
         if active:
             raise Conflict(f"workflow {name!r} has {active} waiting or running instances")
+        dependants = await dependencies.dependants(conn, workspace_id, name)
+        if dependants:
+            raise Conflict(f"workflow {name!r} is in depends_on of: {', '.join(dependants)}")
         await conn.execute(Q["delete_workflow"], row["id"])

@@ -16,7 +16,7 @@ from services.scheduler.service import Scheduler
 from shared.db import instances as instance_repo
 from shared.db import workflows as workflow_repo
 from shared.db.dependencies import release_missed
-from shared.db.errors import Invalid
+from shared.db.errors import Conflict, Invalid
 from shared.models.backfills import BackfillRequest
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import running_executor, wait_instance
@@ -233,3 +233,13 @@ async def test_a_release_the_trigger_missed_is_made_by_the_fallback(
     async with running_executor(db_url):
         assert await wait_instance(pool, b) == "succeeded"
     assert await reason(pool, b) is None
+
+
+async def test_an_upstream_named_in_depends_on_cannot_be_deleted(pool: Pool) -> None:
+    await publish(pool, scheduled("ods", DAILY))
+    await publish(pool, scheduled("dwd", DAILY, depends_on=[{"workflow": "ods"}]))
+    async with pool.acquire() as conn:
+        with pytest.raises(Conflict, match=r"workflow 'ods' is in depends_on of: dwd"):
+            await workflow_repo.delete(conn, DEFAULT_WS, "ods")
+        await workflow_repo.delete(conn, DEFAULT_WS, "dwd")
+        await workflow_repo.delete(conn, DEFAULT_WS, "ods")
