@@ -1,12 +1,13 @@
-"""`console`: server time per console page with 10,000 instances, 100,000 events and a
-400-node DAG in the database.
+"""`console`: server time per console page with 10,000 instances, 100,000 events, 10,000
+notifications and a 400-node DAG in the database.
 
 Each page is requested `--repeat` times through the application's ASGI interface (no socket, so
 the figure is the server's own time: routing, queries, layout and templating) after two warm-up
 requests, signed in as the workspace admin. One JSON line per page with the median and p95 in
 milliseconds and whether both are under the 100 ms target.
 
-    python -m bench.console [--instances 10000] [--events 100000] [--nodes 400] [--repeat 30]
+    python -m bench.console [--instances 10000] [--events 100000] [--notifications 10000]
+                            [--nodes 400] [--repeat 30]
 """
 
 from __future__ import annotations
@@ -101,8 +102,24 @@ SELECT e.id, 0, t.id, t.name, NULL,
 FROM e JOIN triggers t ON t.subject = e.subject AND t.workspace_id = 1
 """
 
+# Notifications over the instances, mostly sent, some retrying, some given up (`dead`); the big
+# instance gets every 500th, so its page lists some too.
+SEED_NOTIFICATIONS = """
+INSERT INTO notifications (workspace_id, instance_id, node, event, rule_no, channel, rule,
+                           message_id, state, attempts, last_error, created_at, sent_at)
+SELECT 1, CASE WHEN g % 500 = 0 THEN $2 ELSE 1 + g % $3 END, 'a',
+       (ARRAY['failure','success','retry','timeout'])[1 + g % 4], 0,
+       (ARRAY['webhook','email','slack','feishu'])[1 + g % 4], '{}'::jsonb, gen_random_uuid(),
+       (ARRAY['sent','sent','sent','sent','sent','sent','sent','pending','dead'])[1 + g % 9],
+       1 + g % 8, CASE WHEN g % 9 >= 7 THEN 'HTTP 503 from receiver' END,
+       now() - g * interval '1 second', CASE WHEN g % 9 < 7 THEN now() END
+FROM generate_series(1, $1) g
+"""
 
-async def seed(dsn: str, instances: int, events: int, nodes: int) -> tuple[str, int, int]:
+
+async def seed(
+    dsn: str, instances: int, events: int, nodes: int, notifications: int
+) -> tuple[str, int, int]:
     """Fill the database; the admin token, the big instance's id and one event's id."""
     conn = await connect(dsn)
     try:
@@ -120,7 +137,7 @@ async def seed(dsn: str, instances: int, events: int, nodes: int) -> tuple[str, 
         )
         big = made[0]
         assert big is not None
-        # Half the big DAG has run: succeeded attempts with a little log each.
+        # Half the big DAG has run: succeeded attempts with parameters and outputs each.
         await conn.execute(
             """UPDATE node_instances SET state = CASE WHEN id % 2 = 0 THEN 'succeeded'
                                                       ELSE 'pending' END
@@ -129,13 +146,15 @@ async def seed(dsn: str, instances: int, events: int, nodes: int) -> tuple[str, 
         )
         await conn.execute(
             """INSERT INTO attempts (node_instance_id, attempt, state, exit_code, lease_token,
-                                     started_at, finished_at, parameters)
+                                     started_at, finished_at, parameters, outputs)
                SELECT id, 1, 'succeeded', 0, gen_random_uuid(),
-                      now() - (id % 60) * interval '1 second', now(), '{"region": "eu"}'
+                      now() - (id % 60) * interval '1 second', now(), '{"region": "eu"}',
+                      jsonb_build_object('rows', id, 'path', 's3://lake/part-' || id)
                FROM node_instances WHERE instance_id = $1 AND state = 'succeeded'""",
             big.id,
         )
         await conn.execute(SEED_EVENTS, events, TRIGGERS)
+        await conn.execute(SEED_NOTIFICATIONS, notifications, big.id, instances - 1)
         await conn.execute("ANALYZE")
         _, token = await token_repo.create(conn, WS, "bench", "admin")
         event_id = await conn.fetchval("SELECT max(id) FROM events")
@@ -173,7 +192,9 @@ async def main(args: argparse.Namespace) -> None:
     configure_logging("json", "warning")
     with postgres_server() as server:
         async with fresh_database(server, "sluice_bench_console") as dsn:
-            token, big, event = await seed(dsn, args.instances, args.events, args.nodes)
+            token, big, event = await seed(
+                dsn, args.instances, args.events, args.nodes, args.notifications
+            )
             settings = load_settings(database_url=dsn, log_level="warning")
             app = create_app(settings)
             async with app.router.lifespan_context(app):
@@ -198,11 +219,17 @@ async def main(args: argparse.Namespace) -> None:
                         f"/events/{event}",
                         "/triggers",
                         "/resource-groups",
+                        "/notifications",
+                        "/notifications?state=dead",
+                        f"/notifications?instance={big}",
                     ]
                     for path in pages:
                         result = await measure(client, path, args.repeat)
                         result.update(
-                            instances=args.instances, events=args.events, dag_nodes=args.nodes
+                            instances=args.instances,
+                            events=args.events,
+                            notifications=args.notifications,
+                            dag_nodes=args.nodes,
                         )
                         emit(result)
 
@@ -211,6 +238,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--notifications", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=30)
     asyncio.run(main(parser.parse_args()))

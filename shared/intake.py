@@ -31,9 +31,11 @@ from shared.db.pool import Connection, Executor, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
 from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
+from shared.kafka.cluster import cluster_of
 from shared.matching import match
 from shared.models.events import MAX_PAYLOAD_BYTES, AdmitResult, IncomingEvent, OutcomeOut
 from shared.models.instances import RunRequest
+from shared.models.triggers import KafkaTriggerSpec
 from shared.models.workflows import WorkflowSpec
 
 Q = load(__file__)
@@ -222,6 +224,9 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
     out: list[list[_Record]] = []
     for event in events:
         triggers = candidates.get((event.source, event.subject), [])
+        if event.source == "kafka":
+            # A topic name means a topic of the cluster the event was read from.
+            triggers = [t for t in triggers if _cluster(t) == event.cluster]
         by_ws: dict[int, list[trigger_repo.CandidateTrigger]] = defaultdict(list)
         for t in triggers:
             by_ws[t.workspace_id].append(t)
@@ -254,6 +259,11 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
             records.append(record)
         out.append(records)
     return out
+
+
+def _cluster(t: trigger_repo.CandidateTrigger) -> str | None:
+    connection = t.spec.connection if isinstance(t.spec, KafkaTriggerSpec) else None
+    return cluster_of(t.workspace_id, connection)
 
 
 def _evaluate_trigger(

@@ -24,4 +24,8 @@ NODE_DURATION = Histogram(
 SLOTS_IN_USE = Gauge(
     "sluice_resource_group_slots_in_use", "Running attempts per resource group", ["group"]
 )
-KAFKA_LAG = Gauge("sluice_kafka_consumer_lag", "Consumer lag", ["topic", "partition"])
+KAFKA_LAG = Gauge(
+    "sluice_kafka_consumer_lag",
+    "Consumer lag (cluster: `default` or `<workspace id>/<connection>`)",
+    ["topic", "partition", "cluster"],
+)

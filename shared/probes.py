@@ -47,6 +47,10 @@ class Readiness:
         if previous is None or previous.ok != ok:
             log.info("readiness_changed", component=name, ok=ok, detail=detail)
 
+    def drop(self, name: str) -> None:
+        """Forget a component that no longer exists (e.g. a Kafka cluster no trigger reads)."""
+        self._components.pop(name, None)
+
     def snapshot(self) -> dict[str, Component]:
         return dict(self._components)
 

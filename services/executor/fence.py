@@ -308,11 +308,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGHUP)
-    if os.getppid() == 1:
-        return 129  # SIGHUP: the executor died before the fence was armed
     os.set_blocking(0, False)
     if watch_statement:
+        # Even if the executor is already gone: its cancel key is in the pipe, then EOF.
         return _watch_statement(deadline)
+    if os.getppid() == 1:
+        return 129  # SIGHUP: the executor died before the fence was armed; start nothing
 
     leader = os.fork()
     if leader == 0:

@@ -35,7 +35,7 @@ NODES_CHANNEL = "sluice_nodes"
 INSTANCES_CHANNEL = "sluice_instances"
 TERMINATE_CHANNEL = "sluice_terminate"
 
-Record = Mapping[str, Any]
+Row = Mapping[str, Any]
 FinishOutcome = Literal["succeeded", "failed", "lost", "released"]
 
 
@@ -65,7 +65,7 @@ class FinishResult:
     admission_due: bool = False
 
 
-def _instance_event(row: Record) -> tuple[int, str]:
+def _instance_event(row: Row) -> tuple[int, str]:
     return int(row["id"]), "success" if row["state"] == "succeeded" else "failure"
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.kafka_listener.config import client_options
+from shared.kafka.config import client_options
 from shared.settings import KafkaSettings, SettingsError, load_settings
 
 DEV_KAFKA_PORT = 19092

@@ -7,7 +7,7 @@ event with ``error`` set (intake records it ``invalid`` with that reason) instea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -34,9 +34,11 @@ class KafkaRecord(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-def ref(topic: str, partition: int, offset: int) -> str:
-    """The source position of a record, as events and logs show it."""
-    return f"{topic}/{partition}/{offset}"
+def ref(topic: str, partition: int, offset: int, cluster: str | None = None) -> str:
+    """The source position of a record, as events and logs show it: ``topic/partition/offset``,
+    prefixed with ``<connection>:`` when read through a workspace's `kafka` connection."""
+    position = f"{topic}/{partition}/{offset}"
+    return position if cluster is None else f"{cluster.partition('/')[2]}:{position}"
 
 
 def record_size(record: KafkaRecord) -> int:
@@ -47,9 +49,13 @@ def record_size(record: KafkaRecord) -> int:
     return size
 
 
-def to_event(record: KafkaRecord, received_at: datetime, max_bytes: int) -> IncomingEvent:
-    """The event of one record: its trigger message, or the reason it cannot have one."""
-    position = ref(record.topic, record.partition, record.offset)
+def to_event(
+    record: KafkaRecord, received_at: datetime, max_bytes: int, cluster: str | None = None
+) -> IncomingEvent:
+    """The event of one record: its trigger message, or the reason it cannot have one.
+
+    ``cluster``: the cluster key it was read from (``shared.kafka.cluster``; None: default)."""
+    position = ref(record.topic, record.partition, record.offset, cluster)
     size = record_size(record)
     if size > max_bytes:
         return IncomingEvent(
@@ -62,6 +68,7 @@ def to_event(record: KafkaRecord, received_at: datetime, max_bytes: int) -> Inco
             ),
             raw=_head(record.value),
             received_at=received_at,
+            cluster=cluster,
         )
     try:
         message = trigger_message(
@@ -81,6 +88,7 @@ def to_event(record: KafkaRecord, received_at: datetime, max_bytes: int) -> Inco
             ref=position,
             error=f"message cannot be stored: {exc}",
             received_at=received_at,
+            cluster=cluster,
         )
     # Validation would copy the message for nothing: it was built above, with the right types.
     return IncomingEvent.model_construct(
@@ -91,6 +99,7 @@ def to_event(record: KafkaRecord, received_at: datetime, max_bytes: int) -> Inco
         error=None,
         raw=None,
         received_at=received_at,
+        cluster=cluster,
     )
 
 
@@ -102,3 +111,14 @@ def _head(value: bytes | None) -> str | None:
     text = value[: MAX_PAYLOAD_BYTES + 1].decode("utf-8", "replace")
     # U+0000 cannot be stored in jsonb; U+FFFD already marks bytes that were replaced.
     return text.replace("\x00", "\ufffd")
+
+
+def decoder(
+    max_bytes: int, cluster: str | None
+) -> Callable[[KafkaRecord, datetime], list[IncomingEvent]]:
+    """The intake member's ``decode`` for trigger messages: one event per record."""
+
+    def decode(record: KafkaRecord, received_at: datetime) -> list[IncomingEvent]:
+        return [to_event(record, received_at, max_bytes, cluster)]
+
+    return decode

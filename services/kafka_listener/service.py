@@ -3,7 +3,8 @@
 Two tasks in one TaskGroup (either one failing stops the service):
 - the trigger watcher (`subscriptions.watch_triggers`): the topics of enabled Kafka triggers,
   re-read on NOTIFY `sluice_triggers` and every `SLUICE_KAFKA_RESUBSCRIBE_INTERVAL_S`;
-- the consumer-group member (`consumer.KafkaListener`): fetch → admit → commit.
+- the consumer-group members (`clusters.Clusters`: one `consumer.KafkaListener` per Kafka
+  cluster the triggers read from, the default one always): fetch → admit → commit.
 
 Key contracts upheld here: an offset is committed only after the intake transaction
 that recorded its message (and created its instances) has committed (3); a crash in between makes
@@ -23,17 +24,18 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.kafka_listener import admission
-from services.kafka_listener import metrics as listener_metrics
-from services.kafka_listener.config import (
+from services.kafka_listener.clusters import Clusters
+from services.kafka_listener.subscriptions import watch_triggers
+from shared.db.pool import create_pool
+from shared.kafka import admission
+from shared.kafka import metrics as listener_metrics
+from shared.kafka.config import (
     ListenerSettings,
     client_options,
     describe_connection,
     load_listener_settings,
 )
-from services.kafka_listener.consumer import Backoff, KafkaListener, sleep_or_stop
-from services.kafka_listener.subscriptions import watch_triggers
-from shared.db.pool import create_pool
+from shared.kafka.retry import Backoff, sleep_or_stop
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.kafka_listener")
@@ -50,19 +52,20 @@ async def run(
         if pool is None:
             return
         try:
-            listener = KafkaListener(settings, config, pool)
+            box = settings.secret_box() if settings.secret_key else None
+            clusters = Clusters(settings, config, pool, box)
             log.info(
                 "kafka_listener_started",
                 group=settings.kafka_group_id,
                 **describe_connection(settings),
             )
             async with asyncio.TaskGroup() as group:
-                consuming = group.create_task(listener.run(stop))
+                consuming = group.create_task(clusters.run(stop))
                 group.create_task(
                     watch_triggers(
                         settings.database_url,
                         pool,
-                        listener.set_topics,
+                        clusters.apply,
                         stop,
                         interval_s=config.resubscribe_interval_s,
                         backoff_max_s=config.backoff_max_s,

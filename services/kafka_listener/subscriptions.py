@@ -9,40 +9,54 @@ keeps the last known topics and is retried with backoff.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import structlog
 
-from services.kafka_listener import admission
-from services.kafka_listener import metrics as listener_metrics
-from services.kafka_listener.consumer import Backoff
 from shared.db import triggers as trigger_repo
 from shared.db.pool import Executor, connect
+from shared.db.queries import load
+from shared.kafka import admission
+from shared.kafka import metrics as listener_metrics
+from shared.kafka.cluster import cluster_of
+from shared.kafka.retry import Backoff
 from shared.lifecycle import wait_any
 
+Q = load(__file__)
 log = structlog.get_logger("sluice.kafka_listener")
 
 _CONNECT_TIMEOUT_S = 10.0
 
 
-async def enabled_topics(pool: Executor) -> dict[str, int]:
-    """Topic → creation time (epoch ms) of the earliest enabled Kafka trigger on it."""
-    subjects = await trigger_repo.enabled_subjects(pool, "kafka")
-    return {s.subject: int(s.created_at.timestamp() * 1000) for s in subjects}
+Wanted = dict[str | None, dict[str, int]]
+"""Cluster key (``shared.kafka.cluster``; None: default) → topic → earliest trigger (ms)."""
+
+
+async def enabled_topics(pool: Executor) -> Wanted:
+    """Per cluster, topic → creation time (epoch ms) of the earliest enabled Kafka trigger on it."""
+    wanted: Wanted = {}
+    for row in await pool.fetch(Q["enabled_kafka_topics"]):
+        cluster = (
+            None
+            if row["connection"] is None
+            else cluster_of(row["workspace_id"], row["connection"])
+        )
+        wanted.setdefault(cluster, {})[row["subject"]] = int(row["created_at"].timestamp() * 1000)
+    return wanted
 
 
 async def watch_triggers(
     dsn: str,
     pool: Executor,
-    apply: Callable[[Mapping[str, int]], None],
+    apply: Callable[[Wanted], Awaitable[None]],
     stop: asyncio.Event,
     *,
     interval_s: float,
     backoff_max_s: float,
 ) -> None:
-    """Call ``apply(topics)`` with the enabled trigger topics now and after every change."""
+    """Await ``apply(wanted)`` with the enabled trigger topics now and after every change."""
     notified = asyncio.Event()
     backoff = Backoff(backoff_max_s)
     conn: asyncpg.Connection[Any] | None = None
@@ -67,7 +81,7 @@ async def watch_triggers(
                 await wait_any(stop, None, delay)
                 continue
             backoff.reset()
-            apply(topics)
+            await apply(topics)
             # Without a LISTEN connection, poll at the retry pace until it is back.
             wait_s = interval_s if conn is not None else min(interval_s, backoff_max_s)
             await wait_any(stop, notified, wait_s)

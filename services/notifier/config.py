@@ -31,6 +31,9 @@ class NotifierConfig(BaseSettings):
     # Rows claimed and sent concurrently per round.
     batch: int = Field(default=32, ge=1, le=1000)
     log_tail_chars: int = Field(default=2000, ge=0, le=100_000)
+    # Sent and dead rows are kept this long (the API shows them), then pruned hourly.
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    prune_interval_s: float = Field(default=3600.0, gt=0, le=86400)
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next try after `attempts` failed ones."""

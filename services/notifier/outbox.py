@@ -66,3 +66,8 @@ async def context_row(
 
 async def workspace_name(conn: Executor, workspace_id: int) -> str:
     return str(await conn.fetchval(Q["workspace_name"], workspace_id))
+
+
+async def prune(conn: Executor, *, retention_days: int, batch: int = 10_000) -> int:
+    """Delete sent and dead rows older than the retention; returns how many went."""
+    return len(await conn.fetch(Q["prune"], retention_days, batch))

@@ -48,6 +48,7 @@ SELECT ws.name AS workspace, w.name AS workflow, i.version, i.state, i.reason,
        to_char(i.cyctime AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS') AS cyctime,
        n.name AS node, n.state AS node_state, a.attempt, a.reason AS attempt_reason,
        a.exit_code, a.started_at AS attempt_started_at, a.finished_at AS attempt_finished_at,
+       a.parameters AS attempt_parameters,
        (SELECT string_agg(l.data, '' ORDER BY l.seq)
         FROM (SELECT seq, data FROM attempt_logs WHERE attempt_id = a.id
               ORDER BY seq DESC LIMIT 8) l) AS log_tail
@@ -71,3 +72,14 @@ WHERE i.id = $1;
 
 -- name: workspace_name
 SELECT name FROM workspaces WHERE id = $1;
+
+-- name: prune
+-- Delivered and dead rows older than the retention ($1 days), at most $2 per statement. Pending
+-- rows are never pruned: they are still owed to a receiver.
+DELETE FROM notifications
+WHERE id IN (SELECT id FROM notifications
+             WHERE state IN ('sent', 'dead')
+               AND created_at < now() - make_interval(days => $1::int)
+             ORDER BY id
+             LIMIT $2)
+RETURNING id;

@@ -38,6 +38,7 @@ from services.notifier.outbox import (
     mark_failed,
     mark_sent,
     next_due_s,
+    prune,
     workspace_name,
 )
 from services.notifier.templates import MessageContext, render
@@ -51,8 +52,27 @@ from shared.secret_box import SecretBox
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.notifier")
-_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# A stopping server answers "shutting down" (CannotConnectNow, AdminShutdown), and a connection
+# cut mid-statement can surface as asyncpg's InternalClientError: all pass when it is back.
+_TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+)
 _RELISTEN_S = 1.0
+EVENT_STATES = {
+    "start": "running",
+    "success": "succeeded",
+    "failure": "failed",
+    "timeout": "timed out",
+    "retry": "retrying",
+    "terminated": "terminated",
+    "sla_miss": "running past its SLA",
+}
 
 
 class Notifier:
@@ -93,11 +113,9 @@ class Notifier:
             raise PermanentError(f"instance {row.instance_id} no longer exists")
         now = datetime.now(UTC)
         if row.node is not None:
-            state = found["node_state"]
             reason = row.detail.get("reason") or found["attempt_reason"]
             start, end = found["attempt_started_at"], found["attempt_finished_at"]
         else:
-            state = found["state"] if row.event != "sla_miss" else "running past its SLA"
             reason = found["reason"]
             if found["node"] and found["attempt_reason"] is not None:
                 reason = f"node {found['node']} failed ({found['attempt_reason']})"
@@ -105,6 +123,9 @@ class Notifier:
             end = found["finished_at"]
             if row.event == "sla_miss":
                 start = found["instance_created_at"]
+        # The state the event reports, not what the row says by the time this is sent (a retry
+        # may already be running): a repeated message says the same thing.
+        state = EVENT_STATES.get(row.event, found["state"])
         if row.event == "start":
             duration = None
         else:
@@ -127,7 +148,8 @@ class Notifier:
             log_tail=tail or None,
             bizdate=found["bizdate"],
             cyctime=found["cyctime"],
-            parameters=found["parameters"] or {},
+            # Run-time overrides, then what the node resolved and ran with (secrets redacted).
+            parameters={**(found["parameters"] or {}), **(found["attempt_parameters"] or {})},
             **base,
         )
 
@@ -215,27 +237,68 @@ class Notifier:
             metrics.RETRIED.labels(row.channel).inc()
             log.info("notification_retry", attempts=row.attempts, retry_in_s=retry_in, error=error)
 
+    async def _deliver_guarded(self, row: Claimed) -> None:
+        try:
+            await self.deliver(row)
+        except _TRANSIENT as exc:
+            # The outcome could not be written: the lease expires and the row is sent again.
+            log.warning("notifier_db_error", notification_id=row.id, error=str(exc))
+
     async def serve(self, stop: asyncio.Event, notified: asyncio.Event) -> None:
+        """Keep up to `batch` deliveries in flight: a slow receiver holds one slot, never the
+        others. Claims happen whenever a slot is free and rows are due."""
+        in_flight: set[asyncio.Task[None]] = set()
+        freed = asyncio.Event()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            freed.set()
+
         while not stop.is_set():
+            free = self.config.batch - len(in_flight)
+            due: float | None = None
             try:
-                rows = await claim(self.pool, lease_s=self.config.lease_s, batch=self.config.batch)
-                if rows:
-                    await asyncio.gather(*(self.deliver(r) for r in rows))
-                    continue
-                due = await next_due_s(self.pool)
+                rows = (
+                    await claim(self.pool, lease_s=self.config.lease_s, batch=free) if free else []
+                )
+                for row in rows:
+                    task = asyncio.create_task(self._deliver_guarded(row))
+                    in_flight.add(task)
+                    task.add_done_callback(done)
+                if rows and len(rows) < free:
+                    continue  # more may have become due meanwhile
+                if not rows and free:
+                    due = await next_due_s(self.pool)
             except _TRANSIENT as exc:
                 log.warning("notifier_db_error", error=str(exc))
-                due = None
             wait = self.config.poll_interval_s if due is None else max(due, 0.01)
-            await wait_any(stop, notified, min(wait, self.config.poll_interval_s))
+            if free == 0 or (rows and len(rows) == free):
+                # Full: wait for a slot (or stop); NOTIFYs meanwhile are picked up by the claim.
+                await wait_any(stop, freed, self.config.poll_interval_s)
+            else:
+                await wait_any(stop, notified, min(wait, self.config.poll_interval_s))
+        if in_flight:
+            # Let started sends finish (bounded); what is cut off is re-sent after its lease.
+            _, cut = await asyncio.wait(set(in_flight), timeout=self.config.timeout_s * 2)
+            for task in cut:
+                task.cancel()
+            if cut:
+                await asyncio.wait(cut)
 
     async def watch_sla(self, stop: asyncio.Event) -> None:
+        """Raise SLA misses every `sla_interval_s`; prune old rows every `prune_interval_s`."""
+        next_prune = 0.0
         while not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
                     raised = await enqueue_sla_misses(conn)
                 if raised:
                     log.info("sla_miss_raised", count=raised)
+                if time.monotonic() >= next_prune:
+                    pruned = await prune(self.pool, retention_days=self.config.retention_days)
+                    next_prune = time.monotonic() + self.config.prune_interval_s
+                    if pruned:
+                        log.info("notifications_pruned", count=pruned)
             except _TRANSIENT as exc:
                 log.warning("notifier_sla_error", error=str(exc))
             await wait_any(stop, None, self.config.sla_interval_s)

@@ -50,7 +50,16 @@ Q = load(__file__)
 log = structlog.get_logger("sluice.scheduler")
 
 Clock = Callable[[], datetime]
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# A stopping server answers "shutting down" (CannotConnectNow, AdminShutdown), and a connection
+# cut mid-statement can surface as asyncpg's InternalClientError: all pass when it is back.
+_TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+)
 # Sleeping exactly until a fire time can wake a hair early and find nothing due yet.
 _WAKE_MARGIN_S = 0.001
 _RETRY_S = 1.0

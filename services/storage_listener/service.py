@@ -34,6 +34,7 @@ from services.storage_listener.poll import PollSource
 from services.storage_listener.sqs import SqsSource, queue_name
 from services.storage_listener.webhook import NO_TOKEN_DETAIL, bind, create_app, serve
 from shared.db.pool import create_pool
+from shared.kafka.config import load_listener_settings
 from shared.probes import READINESS
 from shared.settings import Settings, SettingsError
 
@@ -113,8 +114,10 @@ async def run(
                     admitter,
                     pool,
                     state,
-                    session_timeout_ms=storage.kafka_session_timeout_ms,
-                    heartbeat_interval_ms=storage.kafka_heartbeat_interval_ms,
+                    config=load_listener_settings(
+                        session_timeout_ms=storage.kafka_session_timeout_ms,
+                        heartbeat_interval_ms=storage.kafka_heartbeat_interval_ms,
+                    ),
                 )
                 sources.append(consumer.run)
             log.info(

@@ -14,7 +14,7 @@ What the backends do, as verified by tests/integration/test_kafka_broker.py with
   subscription changes while consuming, and ``offsets_for_times``, with two quirks: it searches
   the broker's append time rather than the producer's timestamp, and for a time after the last
   message it answers offset 0 with timestamp -1 instead of nothing
-  (``services.kafka_listener.offsets.start_offset`` handles that). Not supported: idempotent
+  (``shared.kafka.offsets.start_offset`` handles that). Not supported: idempotent
   producers (InitProducerId fails with UnknownError), hence no transactions either; producers
   must set ``enable_idempotence=False``. A group's first join takes max(1 s, session timeout / 2).
   On SIGTERM it waits about 5 s for connected clients before exiting.

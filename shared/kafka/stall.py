@@ -10,7 +10,7 @@ its topics also stops moving, i.e. nobody in the group commits progress on it.
 is zero, each partition's (consumed position, end offset). After ``report_after_s`` of a standing
 backlog it says ``stalled`` (the caller logs it, sets its metric and readiness); after
 ``rejoin_after_s`` it says ``rejoin`` once (the caller leaves the group and joins again) and starts
-over.
+over. ``joining`` applies the same limits to a join (or rebalance) that does not complete.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class StallState:
     """Messages between the consumed positions and the ends of the member's topics."""
     stalled_s: float
     """For how long the backlog has stood without progress (0 when it does not)."""
+    joining: bool = False
+    """The member has not completed a join (or rebalance) for that long: no backlog is known."""
 
 
 class StallWatch(Generic[P]):
@@ -66,3 +68,15 @@ class StallWatch(Generic[P]):
         if stalled_s >= self._report_after_s:
             return StallState("stalled", unconsumed, stalled_s)
         return StallState("waiting", unconsumed, stalled_s)
+
+    def joining(self, now: float, since: float) -> StallState:
+        """One probe of a member whose join (or rebalance) has not completed since ``since``:
+        a join that never completes leaves it without partitions just as well."""
+        stalled_s = now - since
+        if stalled_s >= self._rejoin_after_s:
+            verdict: Verdict = "rejoin"
+        elif stalled_s >= self._report_after_s:
+            verdict = "stalled"
+        else:
+            verdict = "waiting"
+        return StallState(verdict, 0, stalled_s, joining=True)

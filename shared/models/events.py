@@ -39,6 +39,10 @@ class IncomingEvent(Record):
     error: str | None = None
     raw: str | None = None
     received_at: datetime
+    cluster: str | None = Field(
+        default=None,
+        description="Kafka: the cluster read from, `<workspace id>/<connection>` (None: default)",
+    )
 
 
 class OutcomeOut(Record):

@@ -187,3 +187,13 @@ async def test_test_send_list_dead_filter_and_cli(
             assert mine.status_code == 200 and mine.json()["items"] == []
             stranger = await as_other.get(f"/workspaces/other/notifications/{dead[0]['id']}")
             assert stranger.status_code == 404
+
+
+async def test_cli_names_the_bad_field_of_a_test_rule(api_server: ApiServer) -> None:
+    result = await sluice_cli(api_server, "notifications", "--test", '{"channel": "pager"}')
+    assert result.code == 2
+    assert result.err.startswith("error: --test: channel:"), result.err
+    result = await sluice_cli(
+        api_server, "notifications", "--test", '{"channel": "email", "to": ["a@b.io"]}'
+    )
+    assert result.code == 2 and "connection: the email channel needs" in result.err

@@ -31,10 +31,12 @@ from tests.support.secrets import suite_box
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 ACTIVE = """SELECT count(*) FROM pg_stat_activity
-            WHERE application_name = 'sluice-node' AND state = 'active'"""
+            WHERE application_name = 'sluice-node' AND state = 'active'
+                    AND datname = current_database()"""
 RUNNING_FIRST = "SELECT 1 FROM attempts WHERE state = 'running' AND attempt = 1"
 SLEEPY = """SELECT 1 / (1 - least(1, (SELECT count(*) FROM pg_stat_activity
                   WHERE application_name = 'sluice-node' AND state = 'active'
+                    AND datname = current_database()
                     AND pid <> pg_backend_pid()))::int) AS alone,
        pg_sleep(CASE WHEN nextval('sluice_test_runs') = 1 THEN 60 ELSE 0 END)"""
 
@@ -56,7 +58,8 @@ async def setup(pool: Pool, db_url: str, **node: Any) -> int:
 
 async def statement_running(pool: Pool) -> None:
     await wait_for(pool, RUNNING_FIRST)
-    await wait_for(pool, f"SELECT ({ACTIVE}) > 0")
+    # The node's own statement, not the type introspection that precedes it.
+    await wait_for(pool, f"SELECT ({ACTIVE} AND query LIKE '%pg_sleep%') > 0")
 
 
 async def gone_within(pool: Pool, seconds: float) -> float:

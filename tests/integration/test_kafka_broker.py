@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from services.kafka_listener.offsets import start_offset
 from shared.embedded import kafka as kafka_module
 from shared.embedded.kafka import (
     Backend,
@@ -34,6 +33,7 @@ from shared.embedded.kafka import (
     tansu_binary,
 )
 from shared.embedded.process import free_port
+from shared.kafka.offsets import start_offset
 from tests.integration.kafka_support import (
     WAIT_S,
     RecordingListener,

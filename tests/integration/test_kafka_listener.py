@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
+from functools import partial
 from typing import Any
 
 import pytest
 
-from services.kafka_listener import admission
 from shared.embedded.kafka import EmbeddedKafka
+from shared.intake import admit_batch
+from shared.kafka import admission
 from tests.factories import kafka_event
 from tests.integration.kafka_support import (
     TopicFactory,
@@ -260,7 +262,7 @@ async def test_an_event_the_database_refuses_is_recorded_invalid_without_failing
     await bind(pool, "orders")
     # A message built without the listener's U+0000 handling: jsonb refuses it.
     events = [kafka_event(offset=0), kafka_event(offset=1, value="a\x00b"), kafka_event(offset=2)]
-    results = await admission.admit(pool, events)
+    results = await admission.admit(partial(admit_batch, pool), events)
     outcomes = [[(o.outcome, o.detail) for r in rs for o in r.outcomes] for rs in results]
     assert [[kind for kind, _ in per_event] for per_event in outcomes] == [
         ["admitted"],

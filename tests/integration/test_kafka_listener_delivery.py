@@ -155,7 +155,9 @@ async def _at_least(pool: Pool, count: int) -> bool | None:
 
 
 def subscribed_topics() -> float | None:
-    return REGISTRY.get_sample_value("sluice_kafka_listener_subscribed_topics")
+    return REGISTRY.get_sample_value(
+        "sluice_kafka_listener_subscribed_topics", {"cluster": "default"}
+    )
 
 
 async def wait_subscribed(count: int) -> None:

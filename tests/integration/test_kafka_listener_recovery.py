@@ -64,7 +64,7 @@ async def test_a_database_outage_delays_admission_and_commits_but_loses_nothing(
 
             async def stuck() -> bool | None:
                 failing = sample(ERRORS, stage="admit") > failures
-                return True if failing and sample(LAG, **lag) == 1 else None
+                return True if failing and sample(LAG, **lag, cluster="default") == 1 else None
 
             # Admission fails and is retried; the record is neither committed nor skipped.
             await eventually(stuck)
@@ -72,7 +72,7 @@ async def test_a_database_outage_delays_admission_and_commits_but_loses_nothing(
             await wait_committed(kafka_broker, listener.group, topic.name, second + 1)
 
             async def caught_up() -> bool | None:
-                return True if sample(LAG, **lag) == 0 else None
+                return True if sample(LAG, **lag, cluster="default") == 0 else None
 
             await eventually(caught_up)
     found = await outcomes_by_ref(pool)

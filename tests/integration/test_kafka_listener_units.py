@@ -16,7 +16,6 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from services.kafka_listener.admission import describe, is_transient
 from services.kafka_listener.commands import (
     DEV_KAFKA_PORT,
     InputError,
@@ -24,14 +23,15 @@ from services.kafka_listener.commands import (
     producer_settings,
     read_value,
 )
-from services.kafka_listener.config import (
+from services.kafka_listener.messages import UnstorableMessage, trigger_message
+from services.kafka_listener.records import record_size, to_event
+from shared.kafka.admission import describe, is_transient
+from shared.kafka.config import (
     client_options,
     describe_connection,
     load_listener_settings,
 )
-from services.kafka_listener.consumer import Backoff
-from services.kafka_listener.messages import UnstorableMessage, trigger_message
-from services.kafka_listener.records import record_size, to_event
+from shared.kafka.retry import Backoff
 from shared.settings import KafkaSettings, SettingsError
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

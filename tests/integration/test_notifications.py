@@ -3,11 +3,15 @@ changes, the notifier delivers them to a real HTTP receiver and a real SMTP serv
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.db import connections as connection_repo
 from shared.db.connections import ConnectionSpec
@@ -24,7 +28,7 @@ from tests.support.executor import (
     wait_instance,
 )
 from tests.support.notifier import make_due, running_notifier, wait_rows
-from tests.support.receivers import http_receiver, smtp_server
+from tests.support.receivers import Request, http_receiver, self_signed_context, smtp_server
 from tests.support.secrets import suite_box
 
 HOSTILE = '<script>alert(1)</script> **bold** [x](http://evil) "},{"injected":"1" ${event} &amp;'
@@ -60,6 +64,10 @@ def _rules(hook_url: str) -> list[dict[str, Any]]:
     ]
 
 
+def _metric(name: str, channel: str = "webhook") -> float:
+    return REGISTRY.get_sample_value(name, {"channel": channel}) or 0.0
+
+
 async def _states(pool: Pool) -> list[tuple[str, str, str]]:
     rows = await pool.fetch("SELECT event, channel, state FROM notifications ORDER BY id")
     return [(r["event"], r["channel"], r["state"]) for r in rows]
@@ -85,6 +93,13 @@ async def test_failing_node_sends_exactly_one_email_and_one_signed_webhook(
             await wait_rows(pool, sent, count=2)
         assert await _states(pool) == [("failure", "webhook", "sent"), ("failure", "email", "sent")]
         assert len(hook.requests) == 1 and len(smtp.messages) == 1
+        assert _metric("sluice_notifications_sent_total", "email") >= 1
+        assert (
+            REGISTRY.get_sample_value(
+                "sluice_notification_delivery_seconds_count", {"channel": "webhook"}
+            )
+            or 0
+        ) >= 1
         message_id = await pool.fetchval("SELECT message_id::text FROM notifications LIMIT 1")
 
         request = hook.requests[0]
@@ -201,6 +216,8 @@ async def test_receiver_down_then_back_gets_the_message(pool: Pool, db_url: str)
 async def test_always_failing_receiver_ends_dead_after_the_last_try(
     pool: Pool, db_url: str
 ) -> None:
+    dead_before = _metric("sluice_notifications_dead_total")
+    retried_before = _metric("sluice_notifications_retried_total")
     async with http_receiver(status=500) as hook:
         rule = NotifyRule(on=["failure"], channel="webhook", url=hook.url)
         async with pool.acquire() as conn:
@@ -221,6 +238,8 @@ async def test_always_failing_receiver_ends_dead_after_the_last_try(
         assert row["attempts"] == 3 and "HTTP 500" in row["last_error"]
         assert len(hook.requests) == 3
         assert len({r.headers["idempotency-key"] for r in hook.requests}) == 1
+        assert _metric("sluice_notifications_dead_total") == dead_before + 1
+        assert _metric("sluice_notifications_retried_total") == retried_before + 2
 
 
 async def test_sla_miss_fires_once(pool: Pool, db_url: str) -> None:
@@ -253,7 +272,7 @@ async def test_sla_miss_fires_once(pool: Pool, db_url: str) -> None:
 async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url: str) -> None:
     async with http_receiver() as hook, smtp_server() as smtp:
         await _connections(pool, smtp.port)
-        template = "log: ${log_tail} reason: ${reason}"
+        template = "log: ${log_tail} reason: ${reason} day: ${day}"
         rules = [
             {"on": ["failure"], "channel": "webhook", "url": hook.url, "template": template},
             {"on": ["failure"], "channel": "slack", "url": hook.url, "template": template},
@@ -266,9 +285,8 @@ async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url:
             },
         ]
         code = "cat <<'EOF'\n" + HOSTILE + "\nEOF\nexit 1"
-        version = await save(
-            pool, flow("hostile", [{"name": "h", "type": "shell", "code": code}], notify=rules)
-        )
+        node = {"name": "h", "type": "shell", "code": code, "parameters": {"day": "$[yyyymmdd]"}}
+        version = await save(pool, flow("hostile", [node], notify=rules))
         [instance_id] = await enqueue(pool, version)
         async with running_executor(db_url), running_notifier(db_url):
             await wait_instance(pool, instance_id)
@@ -290,18 +308,27 @@ async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url:
         assert plain is not None and HOSTILE in plain.get_content()
         # `${event}` inside a value is not a placeholder: one pass, never interpreted.
         assert "${event}" in webhook_body["text"]
+        # Parameters are the values the node resolved (cyctime 2026-11-21 in the factories).
+        assert webhook_body["text"].endswith("day: 20261121")
 
 
 async def test_private_addresses_are_refused_unless_allowed(pool: Pool, db_url: str) -> None:
     async with http_receiver() as hook:
-        rule = NotifyRule(on=["failure"], channel="webhook", url=hook.url)
-        async with pool.acquire() as conn:
-            row_id = await enqueue_test(conn, DEFAULT_WS, rule)
+        ids = []
+        for host in ("127.0.0.1", "localhost"):
+            rule = NotifyRule(on=["failure"], channel="webhook", url=f"http://{host}:{hook.port}/")
+            async with pool.acquire() as conn:
+                ids.append(await enqueue_test(conn, DEFAULT_WS, rule))
         async with running_notifier(db_url, allow_private=False):
-            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'dead'")
-        error = await pool.fetchval("SELECT last_error FROM notifications WHERE id = $1", row_id)
-        assert "127.0.0.1, a loopback address" in error
-        assert "SLUICE_NOTIFY_ALLOW_PRIVATE" in error
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'dead'", count=2)
+        rows = await pool.fetch("SELECT id, attempts, last_error FROM notifications ORDER BY id")
+        literal, named = rows
+        assert "127.0.0.1 resolves to 127.0.0.1, a loopback address" in literal["last_error"]
+        # A host name is resolved at send time and every answer is checked.
+        assert named["last_error"].startswith("localhost resolves to ")
+        assert "a loopback address" in named["last_error"]
+        assert "SLUICE_NOTIFY_ALLOW_PRIVATE" in named["last_error"]
+        assert [r["attempts"] for r in rows] == [1, 1], "refused at once, not retried"
         assert hook.requests == []
 
 
@@ -354,3 +381,95 @@ async def test_the_checked_address_is_called_with_the_original_host(
         assert request.headers["host"] == f"localhost:{hook.port}"
         assert request.path == "/hook?x=1"
         assert request.json()["msgtype"] == "text"
+
+
+@pytest.mark.parametrize("tls", ["starttls", "tls"])
+async def test_email_over_starttls_and_implicit_tls_with_login(
+    pool: Pool, db_url: str, tmp_path: Path, tls: str
+) -> None:
+    context = self_signed_context(tmp_path)
+    # aiosmtpd offers AUTH only after its own STARTTLS: login is tested on that path.
+    login = ("mailer", "pw-123") if tls == "starttls" else None
+    async with smtp_server(tls=tls, tls_context=context, login=login) as smtp:
+
+        async def connection(name: str, password: str, verify: bool) -> None:
+            config = {
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "tls": tls,
+                "from": "s@test",
+                "verify": verify,
+                **({"user": "mailer"} if login else {}),
+            }
+            spec = ConnectionSpec(
+                name=name,
+                kind="smtp",
+                config=config,
+                secrets={"password": password} if login else {},
+            )
+            await connection_repo.upsert(pool, DEFAULT_WS, spec, suite_box())
+
+        await connection("good", "pw-123", False)
+        await connection("checks_cert", "pw-123", True)
+        ids = {}
+        for name in ("good", "checks_cert"):
+            rule = NotifyRule(
+                on=["failure"], channel="email", to=["a@example.com"], connection=name
+            )
+            async with pool.acquire() as conn:
+                ids[name] = await enqueue_test(conn, DEFAULT_WS, rule)
+        async with running_notifier(db_url):
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'sent'")
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE last_error IS NOT NULL")
+        rows = await pool.fetch("SELECT id, state, last_error FROM notifications")
+        by_id = {r["id"]: r for r in rows}
+        assert by_id[ids["good"]]["state"] == "sent"
+        assert "CERTIFICATE_VERIFY_FAILED" in by_id[ids["checks_cert"]]["last_error"]
+        assert "pw-123" not in str([dict(r) for r in rows])
+        assert len(smtp.messages) == 1 and smtp.messages[0]["From"] == "s@test"
+
+
+async def test_a_hanging_receiver_does_not_hold_up_other_messages(pool: Pool, db_url: str) -> None:
+    release = asyncio.Event()
+
+    async def hang(_request: Request) -> None:
+        await release.wait()
+
+    async with http_receiver(before_answer=hang) as slow, http_receiver() as fast:
+        async with pool.acquire() as conn:
+            slow_id = await enqueue_test(
+                conn, DEFAULT_WS, NotifyRule(on=["failure"], channel="webhook", url=slow.url)
+            )
+        async with running_notifier(db_url):
+            await slow.wait(1)
+            async with pool.acquire() as conn:
+                fast_id = await enqueue_test(
+                    conn, DEFAULT_WS, NotifyRule(on=["failure"], channel="webhook", url=fast.url)
+                )
+            await wait_rows(
+                pool, "SELECT 1 FROM notifications WHERE id = $1 AND state = 'sent'", fast_id
+            )
+            state = await pool.fetchval("SELECT state FROM notifications WHERE id = $1", slow_id)
+            assert state == "pending"
+            release.set()
+            await wait_rows(
+                pool, "SELECT 1 FROM notifications WHERE id = $1 AND state = 'sent'", slow_id
+            )
+
+
+async def test_old_sent_and_dead_rows_are_pruned_pending_ones_kept(pool: Pool, db_url: str) -> None:
+    rule = NotifyRule(on=["failure"], channel="webhook", url="http://127.0.0.1:9/")
+    async with pool.acquire() as conn:
+        ids = [await enqueue_test(conn, DEFAULT_WS, rule) for _ in range(4)]
+    await pool.execute(
+        "UPDATE notifications SET state = s.state, next_at = now() + interval '1 day', "
+        "created_at = now() - s.age FROM unnest($1::bigint[], $2::text[], $3::interval[]) "
+        "AS s(id, state, age) WHERE notifications.id = s.id",
+        ids,
+        ["sent", "dead", "pending", "sent"],
+        [timedelta(days=31), timedelta(days=31), timedelta(days=31), timedelta(days=1)],
+    )
+    async with running_notifier(db_url, retention_days=30):
+        await wait_rows(pool, "SELECT 1 WHERE (SELECT count(*) FROM notifications) = 2")
+    left = await pool.fetch("SELECT id FROM notifications ORDER BY id")
+    assert [r["id"] for r in left] == [ids[2], ids[3]]

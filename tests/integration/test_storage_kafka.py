@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.storage_listener.kafka_source import START_SKEW
 from shared.embedded.kafka import EmbeddedKafka
 from shared.embedded.process import free_port
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
@@ -114,12 +116,21 @@ async def test_a_new_group_starts_at_the_trigger_creation_time(
     if kafka_broker.backend == "mock":
         pytest.skip("librdkafka's mock cluster answers no ListOffsets-by-time query")
     topic = await kafka_topics(partitions=1)
-    an_hour_ago_ms = int((time.time() - 3600) * 1000)
     async with producer(kafka_broker) as client:
-        await client.send_and_wait(
-            topic.name, minio_body("input/old.csv", "e0"), timestamp_ms=an_hour_ago_ms
-        )
+        await client.send_and_wait(topic.name, minio_body("input/before.csv", "e0"))
     await bind_workflow(pool)
+    # The trigger counts as created a moment from now (its start is creation less START_SKEW):
+    # the message above is older, the one below newer, whatever the broker's time index.
+    start = await pool.fetchval(
+        "UPDATE triggers SET created_at = now() + $1::interval RETURNING created_at - $2::interval",
+        START_SKEW + timedelta(milliseconds=300),
+        START_SKEW,
+    )
+
+    async def started() -> bool | None:
+        return True if datetime.now(UTC) > start + timedelta(milliseconds=20) else None
+
+    await eventually(started)
     async with producer(kafka_broker) as client:
         await client.send_and_wait(topic.name, minio_body("input/new.csv", "e1"))
     settings = listener_settings(db_url, kafka_bootstrap=kafka_broker.bootstrap)
@@ -129,6 +140,31 @@ async def test_a_new_group_starts_at_the_trigger_creation_time(
         [event] = await wait_for_events(pool, 1)
 
     assert event["ref"].startswith("data/input/new.csv@")
+
+
+async def test_records_older_than_the_start_are_recorded_not_dropped(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    """A broker whose time index is by append time (Tansu) finds a record stamped an hour ago
+    but appended now: it is read, and then admitted and audited like any other."""
+    if kafka_broker.backend != "tansu":
+        pytest.skip("needs a broker that searches offsets by append time")
+    topic = await kafka_topics(partitions=1)
+    await bind_workflow(pool)
+    an_hour_ago_ms = int((time.time() - 3600) * 1000)
+    async with producer(kafka_broker) as client:
+        await client.send_and_wait(
+            topic.name, minio_body("input/old.csv", "e0"), timestamp_ms=an_hour_ago_ms
+        )
+        await client.send_and_wait(topic.name, minio_body("input/new.csv", "e1"))
+    settings = listener_settings(db_url, kafka_bootstrap=kafka_broker.bootstrap)
+    storage = kafka_storage(kafka_broker, topic.name, group_id())
+
+    async with running_listener(settings, storage):
+        events = await wait_for_events(pool, 2)
+
+    assert [e["ref"].split("@")[0] for e in events] == ["data/input/old.csv", "data/input/new.csv"]
+    assert [(await outcomes(pool, e["id"]))[0][0] for e in events] == ["admitted", "admitted"]
 
 
 async def test_without_s3_triggers_a_new_group_starts_at_the_end(

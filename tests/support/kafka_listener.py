@@ -21,13 +21,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from services.kafka_listener.config import ListenerSettings
 from services.kafka_listener.service import run
 from shared.embedded.kafka import EmbeddedKafka
+from shared.kafka.config import ListenerSettings
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings, load_settings
 from tests.factories import add_trigger, add_workflow, kafka_trigger, workflow
 from tests.integration.kafka_support import WAIT_S, group_id, group_timing, producer
+from tests.support.secrets import TEST_SECRET_KEY
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 T = TypeVar("T")
@@ -126,6 +127,7 @@ def listener_env(db_url: str, broker: EmbeddedKafka, group: str, **extra: str) -
             "SLUICE_LOG_FORMAT": "json",
             "SLUICE_METRICS_PORT": "0",
             "SLUICE_DRAIN_TIMEOUT_S": "5",
+            "SLUICE_SECRET_KEY": TEST_SECRET_KEY,
             **extra,
         }
     )

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 WAIT_S = 30.0
 
@@ -122,13 +130,84 @@ class SmtpServer:
         return list(self.messages)
 
 
+def self_signed_context(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 / localhost."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
 @asynccontextmanager
-async def smtp_server() -> AsyncIterator[SmtpServer]:
-    """A plain SMTP server (aiosmtpd) on 127.0.0.1 in this event loop."""
+async def smtp_server(
+    *,
+    tls: str = "none",
+    tls_context: ssl.SSLContext | None = None,
+    login: tuple[str, str] | None = None,
+) -> AsyncIterator[SmtpServer]:
+    """An SMTP server (aiosmtpd) on 127.0.0.1 in this event loop.
+
+    `tls`: `none`, `starttls` (required before MAIL) or `tls` (implicit, from the first byte);
+    `login`: (user, password) required before MAIL.
+    """
     handler = SmtpServer()
     loop = asyncio.get_running_loop()
+
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and login is not None
+            and (
+                data.login.decode(),
+                data.password.decode(),
+            )
+            == login
+        )
+        return AuthResult(success=ok)
+
+    def protocol() -> SMTP:
+        return SMTP(
+            handler,
+            loop=loop,
+            hostname="sluice-test",
+            tls_context=tls_context if tls == "starttls" else None,
+            require_starttls=tls == "starttls",
+            authenticator=authenticate if login else None,
+            auth_required=login is not None,
+            auth_require_tls=tls != "none",
+        )
+
     server = await loop.create_server(
-        lambda: SMTP(handler, loop=loop, hostname="sluice-test"), "127.0.0.1", 0
+        protocol, "127.0.0.1", 0, ssl=tls_context if tls == "tls" else None
     )
     handler.port = server.sockets[0].getsockname()[1]
     try:

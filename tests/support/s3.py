@@ -196,11 +196,15 @@ async def queue_depth(sqs: Any, queue_url: str) -> int:
 
 @asynccontextmanager
 async def running_executor(settings: Settings) -> AsyncIterator[None]:
-    """The executor service in this process, so instances run; stopped (drained) on exit."""
-    from services.executor.service import run as run_executor
+    """The executor service in this process, so instances run; stopped (drained) on exit.
+
+    Not through the service entry point: that one strips credentials from the environment of
+    the process it runs in, which here is the test session's."""
+    from services.executor.config import ExecutorConfig
+    from services.executor.service import run_executor
 
     stop = asyncio.Event()
-    task = asyncio.create_task(run_executor(settings, stop))
+    task = asyncio.create_task(run_executor(settings, ExecutorConfig.from_settings(settings), stop))
     try:
         yield
     finally:

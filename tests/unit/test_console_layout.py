@@ -135,3 +135,57 @@ def test_svg_and_attempt_rows_escape_every_value_from_specs_and_attempts() -> No
     assert '<td class="exit-code">3</td>' in rows
     bars, _ = layout.gantt([layout.Span(HOSTILE, 1, "failed", T0, T0)], now=T0)
     assert "<script>" not in instance_html.gantt_svg(bars)
+
+
+def _attempt(id: int, attempt: int, state: str) -> AttemptOut:
+    return AttemptOut(
+        id=id,
+        attempt=attempt,
+        state=state,
+        reason=None,
+        exit_code=0 if state == "succeeded" else 1,
+        executor=None,
+        started_at=T0,
+        finished_at=T0,
+        parameters=None,
+    )
+
+
+def test_outputs_are_escaped_per_attempt_and_current_is_the_latest_success() -> None:
+    name = 'n"><b>'
+    node = NodeInstanceOut(
+        id=1,
+        name=name,
+        type="python",
+        state="succeeded",
+        priority=1,
+        weight=1,
+        resource_group="default",
+        upstream=[],
+        attempts=[
+            _attempt(10, 1, "succeeded"),
+            _attempt(11, 2, "succeeded"),
+            _attempt(12, 3, "failed"),
+        ],
+    )
+    outputs = {10: '{"v": "<img src=x onerror=alert(1)>"}', 11: '{"v": "' + "y" * 5000 + '"}'}
+    url = "/console/api/workspaces/default/instances/7/nodes/{node}/outputs"
+    rows = instance_html.attempt_rows([node], outputs, url)
+    assert "<img" not in rows and "<b>" not in rows
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rows
+    assert rows.count('class="attempt-outputs"><details') == 2  # attempt 3 made none
+    current = instance_html.current_outputs([node], outputs, url)
+    assert current.startswith('<tr data-outputs-node="n&quot;&gt;&lt;b&gt;"><td>')
+    shown = instance_html.OUTPUTS_SHOWN - len('{"v": "')  # the first characters, then a link
+    assert "<td>2</td>" in current and "y" * shown + "\u2026</pre>" in current
+    assert "y" * (shown + 1) not in current
+    assert 'href="/console/api/workspaces/default/instances/7/nodes/n%22%3E%3Cb%3E/outputs"' in (
+        current
+    )
+    retried = node.model_copy(
+        update={"attempts": [_attempt(10, 1, "succeeded"), _attempt(11, 2, "failed")]}
+    )
+    older = instance_html.current_outputs([retried], {}, url)
+    assert "<td>1</td>" in older and '<span class="muted">none</span>' in older
+    failed = node.model_copy(update={"attempts": [_attempt(12, 1, "failed")]})
+    assert instance_html.current_outputs([failed], outputs, url) == ""

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from services.kafka_listener.offsets import OffsetTracker, start_offset
+from shared.kafka.offsets import OffsetTracker, start_offset
 
 A = ("orders", 0)
 B = ("orders", 1)

@@ -58,3 +58,13 @@ def test_getting_partitions_ends_a_stall() -> None:
 def test_rejoin_before_report_is_refused() -> None:
     with pytest.raises(ValueError, match="rejoin_after_s"):
         StallWatch(report_after_s=10, rejoin_after_s=5)
+
+
+def test_a_join_that_does_not_complete_is_reported_then_rejoined() -> None:
+    stall = watch()
+    assert stall.joining(9.9, since=0).verdict == "waiting"
+    reported = stall.joining(12, since=0)
+    assert (reported.verdict, reported.joining, reported.stalled_s) == ("stalled", True, 12)
+    assert stall.joining(30, since=0).verdict == "rejoin"
+    # a new attempt (a new session) is timed from its own start
+    assert stall.joining(31, since=30).verdict == "waiting"

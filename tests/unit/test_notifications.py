@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.notifier.channels import dingtalk, feishu, slack, webhook, wecom
-from services.notifier.channels.base import json_bytes
+from services.notifier.channels import dingtalk, email, feishu, slack, webhook, wecom
+from services.notifier.channels.base import Delivery, PermanentError, json_bytes
 from services.notifier.config import NotifierConfig
-from services.notifier.ssrf import refusal
+from services.notifier.ssrf import Refused, refusal, resolve
 from services.notifier.templates import (
     MessageContext,
     default_text,
@@ -260,3 +260,69 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 def test_rule_round_trips_through_json() -> None:
     rule = NotifyRule.model_validate({"on": ["failure"], **HOOK, "template": "${event}"})
     assert NotifyRule.model_validate(json.loads(rule.model_dump_json())) == rule
+
+
+@pytest.mark.parametrize(
+    ("url", "target", "host", "server_name"),
+    [
+        (
+            "https://93.184.216.34/x?y=1",
+            "https://93.184.216.34/x?y=1",
+            "93.184.216.34",
+            "93.184.216.34",
+        ),
+        (
+            "http://[2606:2800:220:1::1]:8080/h",
+            "http://[2606:2800:220:1::1]:8080/h",
+            "[2606:2800:220:1::1]:8080",
+            None,
+        ),
+    ],
+)
+async def test_literal_addresses_are_pinned_without_dns(
+    url: str, target: str, host: str, server_name: str | None
+) -> None:
+    [pinned] = await resolve(url, allow_private=False)
+    assert (pinned.url, pinned.host_header, pinned.server_name) == (target, host, server_name)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1/", "https://[::1]/", "http://169.254.169.254/latest/meta-data"]
+)
+async def test_private_literals_are_refused(url: str) -> None:
+    with pytest.raises(Refused, match="SLUICE_NOTIFY_ALLOW_PRIVATE"):
+        await resolve(url, allow_private=False)
+    assert await resolve(url, allow_private=True)
+
+
+def test_email_headers_stay_on_one_line_and_html_is_escaped() -> None:
+    ctx = _ctx(workflow="wf\r\nBcc: victim@example.com", node=None)
+    rule = NotifyRule.model_validate({"on": ["failure"], **MAIL})
+    message = email.build(Delivery(ctx=ctx, rule=rule, text="<b>hi</b>"), "s@example.com")
+    assert "\n" not in message["Subject"] and message["Bcc"] is None
+    assert message["Message-ID"] == "<6f1c@sluice>"
+    html = message.get_body(("html",))
+    assert html is not None and "&lt;b&gt;hi&lt;/b&gt;" in html.get_content()
+
+
+@pytest.mark.parametrize(
+    ("config", "secrets", "needle"),
+    [
+        ({}, {}, "config.host"),
+        ({"host": "h", "tls": "ssl"}, {}, "config.tls"),
+        ({"host": "h", "port": "25"}, {}, "config.port"),
+        ({"host": "h", "user": "u"}, {}, "config.user and secrets.password"),
+    ],
+)
+def test_smtp_connection_errors_name_the_field(
+    config: dict[str, Any], secrets: dict[str, str], needle: str
+) -> None:
+    with pytest.raises(PermanentError, match=needle):
+        email.smtp_options(config, secrets)
+
+
+def test_smtp_options_defaults() -> None:
+    assert email.smtp_options({"host": "h", "tls": "tls"}, {})["port"] == 465
+    options = email.smtp_options({"host": "h", "user": "u"}, {"password": "p"})
+    assert (options["port"], options["start_tls"], options["use_tls"]) == (587, True, False)
+    assert options["validate_certs"] is True

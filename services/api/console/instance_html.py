@@ -9,14 +9,17 @@ Every value that comes from a spec, a node or an attempt is escaped.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from html import escape
+from urllib.parse import quote
 
 from services.api.console.layout import Bar
 from shared.models.instances import NodeInstanceOut
 
 ROW_H = 22
+# Outputs may hold up to 1 MiB per attempt; a page shows their start and links the whole value.
+OUTPUTS_SHOWN = 4000
 
 
 def _ts(value: datetime | None) -> str:
@@ -39,8 +42,52 @@ def gantt_svg(bars: Sequence[Bar]) -> str:
     return "".join(out)
 
 
-def attempt_rows(nodes: Sequence[NodeInstanceOut]) -> str:
-    """`<tr>`s of the attempts table: one per attempt, or one saying the node has not started."""
+def outputs_cell(text: str | None, full_url: str) -> str:
+    """An attempt's outputs (their JSON text, possibly cut short by the query) as escaped text.
+
+    They are untrusted data a node wrote, so they are only ever shown, never interpreted; a
+    value longer than `OUTPUTS_SHOWN` links to the API's answer (as JSON) for the rest.
+    """
+    if text is None:
+        return '<span class="muted">none</span>'
+    if len(text) <= OUTPUTS_SHOWN:
+        return f'<pre class="outputs">{escape(text)}</pre>'
+    return (
+        f'<pre class="outputs">{escape(text[:OUTPUTS_SHOWN])}\u2026</pre>'
+        f'<a href="{escape(full_url)}">whole value (JSON)</a>'
+    )
+
+
+def current_outputs(
+    nodes: Sequence[NodeInstanceOut], outputs: Mapping[int, str], url_of: str
+) -> str:
+    """`<tr>`s of the current outputs: per node, its latest succeeded attempt's (what
+    `${nodes.<node>.outputs}` reads downstream). `url_of` is the API path with `{node}`."""
+    out = []
+    for n in nodes:
+        done = [a for a in n.attempts if a.state == "succeeded"]
+        if not done:
+            continue
+        latest = done[-1]
+        name = escape(n.name)
+        url = url_of.replace("{node}", quote(n.name, safe=""))
+        out.append(
+            f'<tr data-outputs-node="{name}"><td>{name}</td><td>{latest.attempt}</td>'
+            f"<td>{outputs_cell(outputs.get(latest.id), url)}</td></tr>"
+        )
+    return "".join(out)
+
+
+def attempt_rows(
+    nodes: Sequence[NodeInstanceOut],
+    outputs: Mapping[int, str] | None = None,
+    url_of: str = "",
+) -> str:
+    """`<tr>`s of the attempts table: one per attempt, or one saying the node has not started.
+
+    `outputs` maps an attempt id to its outputs' JSON text; `url_of` is the API path of a
+    node's outputs with `{node}` in place of its name."""
+    outputs = outputs or {}
     out = []
     for n in nodes:
         name = escape(n.name)
@@ -49,7 +96,7 @@ def attempt_rows(nodes: Sequence[NodeInstanceOut]) -> str:
             f'<td><span class="state st-{escape(n.state)}">{escape(n.state)}</span></td>'
         )
         if not n.attempts:
-            out.append(f'{head}<td colspan="8" class="muted">not started</td></tr>')
+            out.append(f'{head}<td colspan="9" class="muted">not started</td></tr>')
             continue
         for a in n.attempts:
             params = ""
@@ -60,11 +107,19 @@ def attempt_rows(nodes: Sequence[NodeInstanceOut]) -> str:
                     f"</summary><pre>{text}</pre></details>"
                 )
             code = "" if a.exit_code is None else str(a.exit_code)
+            produced = ""
+            if a.id in outputs:
+                url = url_of.replace("{node}", quote(n.name, safe=""))
+                produced = (
+                    f'<details data-key="{name}#{a.attempt}:out"><summary>outputs</summary>'
+                    f"{outputs_cell(outputs[a.id], url)}</details>"
+                )
             out.append(
                 f"{head}<td>{a.attempt}</td>"
                 f'<td><span class="state st-{escape(a.state)}">{escape(a.state)}</span></td>'
                 f'<td class="exit-code">{code}</td><td>{escape(a.reason or "")}</td>'
                 f"<td>{_ts(a.started_at)}</td><td>{_ts(a.finished_at)}</td><td>{params}</td>"
+                f'<td class="attempt-outputs">{produced}</td>'
                 f'<td><button type="button" class="link" data-log-node="{name}"'
                 f' data-log-attempt="{a.attempt}">log</button></td></tr>'
             )

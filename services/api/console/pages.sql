@@ -52,3 +52,12 @@ JOIN workflows w ON w.id = i.workflow_id
 WHERE n.state = 'running' AND i.workspace_id = $1
 ORDER BY n.resource_group, n.started_at NULLS LAST, n.id
 LIMIT 500;
+
+-- name: instance_outputs
+-- The outputs of every attempt of an instance of workspace $2 that produced some, as JSON text
+-- cut at $3 characters (a value may be 1 MiB; the page shows its start and links the rest).
+SELECT a.id, left(a.outputs::text, $3) AS text
+FROM attempts a
+JOIN node_instances n ON n.id = a.node_instance_id
+JOIN instances i ON i.id = n.instance_id
+WHERE i.id = $1 AND i.workspace_id = $2 AND a.outputs IS NOT NULL;

@@ -29,6 +29,7 @@ from services.api.pagination import decode_id, page_by_id
 from services.api.routes.instances import Q as INSTANCE_Q
 from shared.db import events as event_repo
 from shared.db import instances as instance_repo
+from shared.db import notifications as notification_repo
 from shared.db import tokens as token_repo
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
@@ -36,6 +37,7 @@ from shared.db.errors import NotFound
 from shared.db.queries import load
 from shared.db.tokens import Principal
 from shared.models.instances import InstanceOut
+from shared.models.notifications import NotificationOut, NotificationState
 
 Q = load(__file__, "pages")
 HERE = Path(__file__).parent
@@ -43,6 +45,11 @@ STATIC_DIR: Final = HERE / "static"
 PAGE_SIZE: Final = 50
 FORM_MAX_BYTES: Final = 4096
 INSTANCE_STATES: Final = ("waiting", "running", "succeeded", "failed", "terminated", "cancelled")
+NOTIFICATION_STATES: Final[dict[str, NotificationState]] = {
+    "pending": "pending",
+    "sent": "sent",
+    "dead": "dead",
+}
 INSTANCE_KINDS: Final = ("scheduled", "triggered", "manual", "api", "backfill", "rerun")
 OUTCOMES: Final = (
     "admitted",
@@ -104,7 +111,7 @@ def _page(
         "can_operate": allows(principal.role, "operator"),
         "can_develop": allows(principal.role, "developer"),
         "ws": principal.workspace,
-        "ws_path": "/workspaces/" + quote(principal.workspace, safe=""),
+        "ws_path": _ws_path(principal),
     }
     response = templates.TemplateResponse(
         request, name, {**base, **context}, status_code=status_code
@@ -338,7 +345,9 @@ async def instances_page(
     )
 
 
-def _instance_view(inst: InstanceOut, now: datetime) -> dict[str, Any]:
+def _instance_view(
+    inst: InstanceOut, outputs: dict[int, str], ws_path: str, now: datetime
+) -> dict[str, Any]:
     spans = [
         layout.Span(n.name, a.attempt, a.state, a.started_at, a.finished_at)
         for n in inst.nodes
@@ -346,19 +355,35 @@ def _instance_view(inst: InstanceOut, now: datetime) -> dict[str, Any]:
         if a.started_at is not None
     ]
     bars, total = layout.gantt(spans, now)
+    url_of = f"/console/api{ws_path}/instances/{inst.id}/nodes/{{node}}/outputs"
     return {
         "inst": inst,
         "bars": bars,
         "total_s": total,
         "gantt_svg": instance_html.gantt_svg(bars),
-        "attempt_rows": instance_html.attempt_rows(inst.nodes),
+        "attempt_rows": instance_html.attempt_rows(inst.nodes, outputs, url_of),
+        "current_outputs": instance_html.current_outputs(inst.nodes, outputs, url_of),
         "node_states": {n.name: n.state for n in inst.nodes},
     }
 
 
-async def _instance(request: Request, principal: Principal, instance_id: int) -> InstanceOut:
+async def _instance(
+    request: Request, principal: Principal, instance_id: int
+) -> tuple[InstanceOut, dict[int, str]]:
+    """The instance and, per attempt id, its outputs' JSON text (only attempts that made some)."""
     async with get_pool(request).acquire() as conn:
-        return await instance_repo.get(conn, principal.workspace_id, instance_id)
+        inst = await instance_repo.get(conn, principal.workspace_id, instance_id)
+        rows = await conn.fetch(
+            Q["instance_outputs"],
+            instance_id,
+            principal.workspace_id,
+            instance_html.OUTPUTS_SHOWN + 1,
+        )
+    return inst, {int(r["id"]): str(r["text"]) for r in rows}
+
+
+def _ws_path(principal: Principal) -> str:
+    return "/workspaces/" + quote(principal.workspace, safe="")
 
 
 @router.get("/instances/{instance_id}", response_class=HTMLResponse)
@@ -367,16 +392,54 @@ async def instance_page(request: Request, instance_id: int) -> Response:
     if principal is None:
         return _to_signin(request)
     try:
-        inst = await _instance(request, principal, instance_id)
+        inst, outputs = await _instance(request, principal, instance_id)
     except NotFound:
         return _not_found(request, principal, f"instance {instance_id}")
+    notes = await _instance_notifications(request, principal, instance_id)
     graph = layout.layout({n.name: n.upstream for n in inst.nodes})
     info: dict[str, dict[str, object]] = {
         n.name: {"type": n.type, "priority": n.priority, "weight": n.weight} for n in inst.nodes
     }
-    view = _instance_view(inst, datetime.now(UTC))
+    view = _instance_view(inst, outputs, _ws_path(principal), datetime.now(UTC))
     svg = dag_svg.render(graph, info, view["node_states"])
-    return _page(request, principal, "instance.html", graph=graph, dag_svg=svg, **view)
+    return _page(
+        request,
+        principal,
+        "instance.html",
+        graph=graph,
+        dag_svg=svg,
+        notifications=notes,
+        more_notifications=len(notes) == PAGE_SIZE,
+        **view,
+    )
+
+
+async def _instance_notifications(
+    request: Request, principal: Principal, instance_id: int
+) -> list[NotificationOut]:
+    async with get_pool(request).acquire() as conn:
+        return await notification_repo.list_for(
+            conn, principal.workspace_id, instance_id=instance_id, limit=PAGE_SIZE
+        )
+
+
+@router.get("/instances/{instance_id}/notifications", response_class=HTMLResponse)
+async def instance_notifications(request: Request, instance_id: int) -> Response:
+    """The notifications table of an instance page, polled by it: alerts go out after the
+    instance ends, when the page has stopped re-reading its live parts."""
+    principal = await _principal(request)
+    if principal is None:
+        return _error(401, "not signed in")
+    notes = await _instance_notifications(request, principal, instance_id)
+    return _page(
+        request,
+        principal,
+        "_notifications.html",
+        rows=notes,
+        compact=True,
+        refresh=True,
+        refresh_from=f"/instances/{instance_id}/notifications",
+    )
 
 
 @router.get("/instances/{instance_id}/live", response_class=HTMLResponse)
@@ -386,12 +449,11 @@ async def instance_live(request: Request, instance_id: int) -> Response:
     if principal is None:
         return _error(401, "not signed in")
     try:
-        inst = await _instance(request, principal, instance_id)
+        inst, outputs = await _instance(request, principal, instance_id)
     except NotFound:
         return _error(404, f"instance {instance_id} not found")
-    return _page(
-        request, principal, "instance_live.html", **_instance_view(inst, datetime.now(UTC))
-    )
+    view = _instance_view(inst, outputs, _ws_path(principal), datetime.now(UTC))
+    return _page(request, principal, "instance_live.html", **view)
 
 
 # --------------------------------------------------------------------------------- events
@@ -474,3 +536,41 @@ async def resource_groups_page(request: Request) -> Response:
         for r in await conn.fetch(Q["group_holders"], principal.workspace_id):
             holders.setdefault(r["resource_group"], []).append(r)
     return _page(request, principal, "resource_groups.html", groups=groups, holders=holders)
+
+
+# -------------------------------------------------------------------------- notifications
+@router.get("/notifications", response_class=HTMLResponse)
+async def notifications_page(
+    request: Request,
+    state: Annotated[str | None, Query(max_length=32)] = None,
+    instance: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """The outbox newest first: what was sent, what still retries and what was given up."""
+    principal = await _principal(request)
+    if principal is None:
+        return _to_signin(request)
+    chosen = NOTIFICATION_STATES.get(state or "")
+    async with get_pool(request).acquire() as conn:
+        rows: list[NotificationOut] = await notification_repo.list_for(
+            conn,
+            principal.workspace_id,
+            state=chosen,
+            instance_id=instance,
+            before_id=decode_id(cursor),
+            limit=PAGE_SIZE + 1,
+        )
+    page, nxt = page_by_id(rows, lambda n: n.id, PAGE_SIZE)
+    filters: dict[str, str] = {"state": chosen or ""}
+    if instance is not None:
+        filters["instance"] = str(instance)
+    next_url = "/notifications?" + urlencode({**filters, "cursor": nxt}) if nxt else None
+    return _page(
+        request,
+        principal,
+        "notifications.html",
+        notifications=page,
+        filters=filters,
+        next_url=next_url,
+        states=tuple(NOTIFICATION_STATES),
+    )

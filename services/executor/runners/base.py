@@ -96,6 +96,9 @@ class AttemptContext:
         """Write a file into the working directory (bytes that are not UTF-8 survive)."""
         path = self.workdir() / name
         path.write_bytes(content.encode("utf-8", "surrogateescape"))
+        if self.services.node_user is not None:
+            # Readable by the node user whatever this process's umask.
+            os.chown(path, *self.services.node_user.ids)
         return path
 
     async def process_setup(self, flag: str, file_name: str) -> ProcessSetup:

@@ -96,6 +96,8 @@
       const data = await callApi(form.dataset.submit, formBody(form));
       if (form.dataset.kind === "run") {
         window.location.assign("/instances/" + data.instance_id);
+      } else if (form.dataset.kind === "notify-test") {
+        window.location.assign("/notifications");
       } else {
         window.location.assign("/instances?backfill=" + data.id);
       }
@@ -263,13 +265,15 @@
     timer = setInterval(tick, POLL_MS);
   }
 
-  // Lists showing live state ([data-refresh]: milliseconds) re-read this same page and swap in
-  // the element of the same id, so statuses change without a reload.
+  // Lists showing live state ([data-refresh]: milliseconds) re-read this same page (or the smaller
+  // one named by data-refresh-from) and swap in the element of the same id, so statuses change
+  // without a reload.
   function setupRefresh(el) {
     setInterval(async () => {
       if (document.hidden) return;
       try {
-        const response = await fetch(window.location.href, { credentials: "same-origin" });
+        const source = el.dataset.refreshFrom || window.location.href;
+        const response = await fetch(source, { credentials: "same-origin" });
         if (!response.ok) return;
         const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
         const next = fresh.getElementById(el.id);

@@ -1,4 +1,5 @@
-"""Metrics of the Kafka listener, beside the shared ones (`sluice_kafka_consumer_lag`, events)."""
+"""Metrics of the Kafka intake (beside `sluice_kafka_consumer_lag` and the event metrics); the
+storage listener's `kafka` source reports under the same names."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ ERRORS = Counter(
     ["stage"],
 )
 BROKER_UP = Gauge(
-    "sluice_kafka_listener_broker_up", "1 while the last broker probe succeeded, else 0"
+    "sluice_kafka_listener_broker_up",
+    "1 while the last probe of the cluster's broker succeeded, else 0",
+    ["cluster"],
 )
 SUBSCRIBED_TOPICS = Gauge(
-    "sluice_kafka_listener_subscribed_topics", "Topics the listener's consumer group follows"
+    "sluice_kafka_listener_subscribed_topics",
+    "Topics the listener's consumer group follows on the cluster",
+    ["cluster"],
 )
 ADMITTED_BATCH = Histogram(
     "sluice_kafka_listener_batch_records",
@@ -35,6 +40,7 @@ STALLED = Gauge(
     "sluice_kafka_listener_stalled",
     "1 while the listener has no partitions assigned and its topics hold messages nobody "
     "consumes (for SLUICE_KAFKA_STALL_REPORT_S or longer), else 0",
+    ["cluster"],
 )
 REJOINS = Counter(
     "sluice_kafka_listener_rejoins_total",

@@ -11,14 +11,14 @@ deduplication absorbs what an earlier try already admitted.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 import structlog
 
-from shared.db.pool import Executor
-from shared.intake import admit_batch
 from shared.models.events import AdmitResult, IncomingEvent
 
-log = structlog.get_logger("sluice.kafka_listener")
+log = structlog.get_logger("sluice.kafka")
 
 # SQLSTATE classes of failures of the server or the connection, not of the statement's data:
 # 08 connection exception, 40 transaction rollback (deadlock, serialization), 53 insufficient
@@ -43,7 +43,12 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
-async def admit(pool: Executor, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+Submit = Callable[[list[IncomingEvent]], Awaitable[list[list[AdmitResult]]]]
+"""One intake transaction for a list of events: ``partial(admit_batch, pool)`` or a group commit
+such as the storage listener's ``Admitter.submit``."""
+
+
+async def admit(submit: Submit, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
     """Admit `events`: one transaction, or one per event when the batch cannot commit.
 
     Returns per event what `admit_batch` returned. Raises only transient errors (see the module
@@ -51,7 +56,7 @@ async def admit(pool: Executor, events: list[IncomingEvent]) -> list[list[AdmitR
     event of the batch may be acknowledged to Kafka yet.
     """
     try:
-        return await admit_batch(pool, events)
+        return await submit(events)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -61,7 +66,7 @@ async def admit(pool: Executor, events: list[IncomingEvent]) -> list[list[AdmitR
     results: list[list[AdmitResult]] = []
     for event in events:
         try:
-            results.extend(await admit_batch(pool, [event]))
+            results.extend(await submit([event]))
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -74,5 +79,5 @@ async def admit(pool: Executor, events: list[IncomingEvent]) -> list[list[AdmitR
                 error=reason,
                 received_at=event.received_at,
             )
-            results.extend(await admit_batch(pool, [invalid]))
+            results.extend(await submit([invalid]))
     return results
