@@ -90,6 +90,12 @@ async def serve_finishes(
                 log.warning("workflow_finishes_failed", error=str(exc))
                 await wait_any(stop, None, _RETRY_S)
                 continue
+            except Exception:
+                # A finish that cannot be admitted must not stop the schedules: it stays in the
+                # outbox (nothing is lost) and is retried, loudly.
+                log.exception("workflow_finishes_admission_failed")
+                await wait_any(stop, None, poll_s)
+                continue
             await wait_any(stop, notified, poll_s)
     finally:
         listener.cancel()
