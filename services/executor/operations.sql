@@ -62,6 +62,8 @@ candidates AS (
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting'
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+          -- dependencies between workflows (migration 0013): wait for the upstream cycles
+          AND NOT i.blocked
         ORDER BY i.queue_priority DESC, i.created_at, i.id
         LIMIT p.free
         FOR UPDATE OF i SKIP LOCKED

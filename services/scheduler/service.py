@@ -25,6 +25,8 @@ import asyncpg
 import structlog
 
 from services.scheduler import metrics as scheduler_metrics
+from services.scheduler.completions import serve_finishes
+from services.scheduler.releases import serve_releases
 from services.scheduler.ticks import (
     MISFIRE_GRACE,
     RUN_ALL_CAP,
@@ -355,6 +357,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             group.create_task(_listen(settings.database_url, notified, stop))
             group.create_task(_keep_clock_synced(clock, pool, stop))
             group.create_task(_prune_dedup_records(pool, settings.dedup_retention_days, stop))
+            group.create_task(
+                serve_finishes(pool, settings.database_url, stop, poll_s=settings.poll_interval_s)
+            )
+            group.create_task(serve_releases(pool, stop, poll_s=settings.poll_interval_s))
             serve = scheduler.serve(
                 stop, clock=clock, poll_s=settings.poll_interval_s, notified=notified
             )

@@ -68,6 +68,20 @@ class NodeInstanceOut(Record):
     attempts: list[AttemptOut] = Field(default_factory=list)
 
 
+class UpstreamWait(Record):
+    """One upstream cycle an instance waits (or waited) for (dependencies between workflows)."""
+
+    workflow: str
+    cycle: str
+    bizdate: date
+    cyctime: datetime | None
+    satisfied: bool
+    satisfied_by: int | None
+    upstream_instance_id: int | None
+    upstream_state: str | None
+    reason: str | None
+
+
 class InstanceOut(Record):
     id: int
     workspace: str
@@ -86,3 +100,4 @@ class InstanceOut(Record):
     started_at: datetime | None
     finished_at: datetime | None
     nodes: list[NodeInstanceOut] = Field(default_factory=list)
+    waiting_for: list[UpstreamWait] = Field(default_factory=list)
