@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--reset", action="store_true", help="wipe .sluice/ state first")
     dev.set_defaults(func=_cmd_dev)
     run = sub.add_parser("run", help="run one service")
-    run.add_argument("service", choices=list(SERVICES))
+    run.add_argument("service", choices=list(SERVICES), help="which service")
     run.set_defaults(func=_cmd_run)
     mig = sub.add_parser("migrate", help="apply database migrations (SLUICE_DATABASE_URL)")
     mig.set_defaults(func=_cmd_migrate)

@@ -30,6 +30,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 TRIGGER_TYPES = ("kafka", "s3")
 FINAL_STATES = ("succeeded", "failed", "terminated", "cancelled")
+FINAL_NODE_STATES = frozenset({"succeeded", "failed", "upstream_failed", "terminated", "skipped"})
 WAIT_POLL_S = 1.0
 _PAST = {"freeze": "frozen", "unfreeze": "unfrozen"}
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
@@ -166,8 +167,17 @@ def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             if isinstance(exc, Unreachable):
                 raise
             failed += 1
-            sys.stderr.write(f"error: {kind} {name!r}: {exc}\n")
-            results.append({"kind": kind, "name": name, "action": "error", "error": str(exc)})
+            for problem in exc.errors:
+                sys.stderr.write(f"error: {kind} {name!r}: {problem}\n")
+            results.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "action": "error",
+                    "error": str(exc),
+                    "errors": list(exc.errors),
+                }
+            )
             continue
         results.append({"kind": kind, "name": name, "action": action, "result": saved})
         if not args.json:
@@ -240,20 +250,61 @@ def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if not args.json:
         out.write(f"instance {instance_id} {accepted['state']}\n")
         out.flush()
-    detail = _wait_final(client, instance_id, args.timeout)
+    # With --json stdout carries only the final JSON; progress is for people.
+    detail = _wait_final(client, instance_id, args.timeout, None if args.json else out)
     if args.json:
         _json(detail, out)
-    else:
-        out.write(f"instance {instance_id} {detail['state']}\n")
+        return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
+    out.write(f"instance {instance_id} {detail['state']}: {wait_progress(detail)}\n")
+    for line in failure_lines(detail):
+        out.write(line + "\n")
     return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
 
 
-def _wait_final(client: Client, instance_id: int, timeout: float | None) -> dict[str, Any]:
+def wait_progress(detail: dict[str, Any]) -> str:
+    """`2/3 nodes done, 1 running` for an instance's detail."""
+    nodes = detail["nodes"]
+    done = sum(1 for n in nodes if n["state"] in FINAL_NODE_STATES)
+    running = sum(1 for n in nodes if n["state"] == "running")
+    text = f"{done}/{len(nodes)} nodes done"
+    return text + (f", {running} running" if running else "")
+
+
+def failure_lines(detail: dict[str, Any]) -> list[str]:
+    """For each node that failed: its reason, and the command that prints its log."""
+    lines = []
+    for node in detail["nodes"]:
+        if node["state"] not in ("failed", "terminated") or not node["attempts"]:
+            continue
+        last = node["attempts"][-1]
+        reason = last.get("reason") or node["state"]
+        code = last.get("exit_code")
+        if reason == "exit_code" and code is not None:
+            reason = f"exited with code {code}"
+        elif code is not None:
+            reason += f", exit code {code}"
+        lines.append(
+            f"node {node['name']} {node['state']} ({reason}); its log: "
+            f"sluice logs {detail['id']} {node['name']}"
+        )
+    return lines
+
+
+def _wait_final(
+    client: Client, instance_id: int, timeout: float | None, progress: TextIO | None
+) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
+    shown = ""
     while True:
         detail: dict[str, Any] = client.get(client.ws(f"/instances/{instance_id}"))
         if detail["state"] in FINAL_STATES:
             return detail
+        line = f"instance {instance_id} {detail['state']}: {wait_progress(detail)}"
+        if progress is not None and line != shown:
+            # A line per change, not per poll: the output stays readable in a CI log.
+            progress.write(line + "\n")
+            progress.flush()
+            shown = line
         if deadline is not None and time.monotonic() > deadline:
             raise ClientError(
                 f"instance {instance_id} is still {detail['state']} after {timeout:g}s"
@@ -348,7 +399,15 @@ def _logs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             out.write(text)
             out.flush()
         return EXIT_OK
-    text, _ = client.log(args.instance, args.node, args.attempt)
+    text, headers = client.log(args.instance, args.node, args.attempt)
+    if "x-sluice-attempt" not in headers:
+        # No attempt at all: an empty log would look like a node that ran and printed nothing.
+        later = "and will not" if headers.get("x-sluice-finished") == "true" else "yet"
+        sys.stderr.write(
+            f"error: node {args.node!r} of instance {args.instance} has not run {later}; "
+            f"see `sluice instance {args.instance}`\n"
+        )
+        return EXIT_FAILED
     out.write(text)
     return EXIT_OK
 
@@ -539,10 +598,12 @@ def _triggers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                 t["spec"].get("key_pattern") or t["spec"].get("key"),
                 t["enabled"],
                 t["updated_at"],
+                # Last: a filter holds spaces, and the columns before it stay easy to split.
+                t["spec"].get("filter"),
             )
             for t in items
         ),
-        ("NAME", "TYPE", "SOURCE", "MATCH", "ENABLED", "UPDATED"),
+        ("NAME", "TYPE", "SOURCE", "MATCH", "ENABLED", "UPDATED", "FILTER"),
         out,
     )
     return EXIT_OK
@@ -643,7 +704,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-publish", action="store_true", help="save workflows without publishing")
 
     p = add("run-workflow", _run_workflow, "run a workflow now, optionally with a trigger message")
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
     p.add_argument("--message", metavar="JSON|@FILE", help="trigger message (JSON, or @file)")
     p.add_argument(
         "--param",
@@ -662,43 +723,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded"
     )
-    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --wait: give up after S seconds",
+    )
 
     p = add("instances", _instances, "list instances, newest first")
-    p.add_argument("--workflow")
+    p.add_argument("--workflow", help="only this workflow's instances")
     p.add_argument(
         "--state",
         action="append",
         default=[],
         choices=("waiting", "running", "succeeded", "failed", "terminated", "cancelled"),
+        help="only instances in this state (repeatable)",
     )
     p.add_argument(
         "--kind",
         action="append",
         default=[],
         choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun"),
+        help="only instances started this way (repeatable)",
     )
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
 
     p = add("instance", _instance, "show an instance with its nodes and attempts")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="instance id")
 
     p = add("logs", _logs, "print a node attempt's log")
-    p.add_argument("instance", type=_positive_int)
-    p.add_argument("node")
+    p.add_argument("instance", type=_positive_int, help="instance id")
+    p.add_argument("node", help="node name")
     p.add_argument("--attempt", type=_positive_int, help="default: the latest attempt")
     p.add_argument("-f", "--follow", action="store_true", help="stream until the attempt ends")
 
     p = add("outputs", _outputs, "show a node's outputs and those of each of its attempts")
-    p.add_argument("instance", type=_positive_int)
-    p.add_argument("node")
+    p.add_argument("instance", type=_positive_int, help="instance id")
+    p.add_argument("node", help="node name")
     p.add_argument("--attempt", type=_positive_int, help="print only this attempt's outputs")
 
     p = add("terminate", _terminate, "kill a running instance")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="instance id")
 
     p = add("rerun", _rerun, "run an instance again (all nodes, or only failed ones)")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="instance id")
     p.add_argument(
         "--failed",
         action="store_true",
@@ -706,9 +775,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     p = add("events", _events, "list received events with their per-trigger outcomes")
-    p.add_argument("--trigger")
+    p.add_argument("--trigger", help="only events this trigger saw")
     p.add_argument(
         "--outcome",
+        help="only events with this outcome for some trigger",
         choices=(
             "admitted",
             "duplicate",
@@ -722,37 +792,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "disabled",
         ),
     )
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
 
     p = add("event", _event, "show why an event did or did not start runs")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="event id")
 
     p = add("workflows", _workflows, "list workflows")
-    p.add_argument("--type", choices=("scheduled", "triggered", "manual"))
+    p.add_argument(
+        "--type", choices=("scheduled", "triggered", "manual"), help="only workflows of this type"
+    )
 
     p = add("workflow", _workflow, "show a workflow with its aggregated status")
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
 
     add("triggers", _triggers, "list triggers")
 
     p = add("publish", _workflow_state_change("publish"), "publish a workflow version")
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
     p.add_argument("--version", type=_positive_int, help="default: the latest version")
 
     p = add(
         "freeze", _workflow_state_change("freeze"), "stop schedules and triggers from running it"
     )
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
     p = add(
         "unfreeze", _workflow_state_change("unfreeze"), "let schedules and triggers run it again"
     )
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
 
     p = add("diff", _diff, "show what changed between two versions of a workflow")
-    p.add_argument("name")
-    p.add_argument("a", type=_positive_int)
-    p.add_argument("b", type=_positive_int)
+    p.add_argument("name", help="workflow name")
+    p.add_argument("a", type=_positive_int, help="the older version number")
+    p.add_argument("b", type=_positive_int, help="the newer version number")
 
     p = add("delete", _delete, "delete a trigger, workflow or connection")
-    p.add_argument("kind", choices=("trigger", "workflow", "connection"))
-    p.add_argument("name")
+    p.add_argument("kind", choices=("trigger", "workflow", "connection"), help="what to delete")
+    p.add_argument("name", help="its name")

@@ -2,7 +2,7 @@
 
 Talks to the brokers of `SLUICE_KAFKA_BOOTSTRAP` (with its TLS/SASL settings), or `--bootstrap`;
 with neither, to the embedded broker of `sluice dev` (127.0.0.1:$SLUICE_DEV_KAFKA_PORT, default
-19092)::
+19092):
 
     sluice produce user-behavior-topic '{"user_id": "u1", "action_type": "login"}'
     sluice produce user-behavior-topic --key u1 --header message-id=m-1 @event.json
@@ -105,7 +105,7 @@ async def produce(
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"sluice produce: {message}\n")
+    sys.stderr.write(f"error: {message}\n")
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:

@@ -1,0 +1,112 @@
+"""What a new user meets in the `sluice` client: every error of a spec, trigger filters, waiting
+with progress, logs of nodes that never ran, help text. Real CLI processes against a real API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.cli import build_parser
+from tests.support.api import ApiServer, api_subprocess, sluice_cli, table_rows
+from tests.support.executor import executor_process
+
+
+@pytest.fixture(name="server")
+async def server_fixture(db_url: str) -> AsyncIterator[ApiServer]:
+    async with api_subprocess(db_url) as server:
+        yield server
+
+
+async def test_apply_prints_every_error_of_a_spec(server: ApiServer, tmp_path: Path) -> None:
+    bad = {
+        "name": "bad",
+        "type": "manual",
+        "nodes": [
+            {"name": "a", "type": "shell", "code": "echo a", "retries": "many"},
+            {"name": "b", "type": "shell", "code": "echo b", "timeout_s": -1},
+        ],
+    }
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    result = await sluice_cli(server, "apply", "-f", str(path))
+    assert result.code == 1
+    lines = result.err.splitlines()
+    assert len(lines) >= 2, result.err
+    assert all(line.startswith("error: workflow 'bad': nodes.") for line in lines)
+    assert any(line.startswith("error: workflow 'bad': nodes.0.") for line in lines)
+    assert any(line.startswith("error: workflow 'bad': nodes.1.") for line in lines)
+    as_json = await sluice_cli(server, "apply", "-f", str(path), "--json")
+    [entry] = as_json.json()
+    assert entry["action"] == "error" and len(entry["errors"]) == len(lines)
+
+
+async def test_triggers_show_their_filter(server: ApiServer, tmp_path: Path) -> None:
+    trigger = {"name": "kt", "type": "kafka", "topic": "orders", "filter": "value.action == 'buy'"}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(trigger))
+    assert (await sluice_cli(server, "apply", "-f", str(path))).code == 0
+    listed = await sluice_cli(server, "triggers")
+    header, row = table_rows(listed.out)
+    assert header[-1] == "FILTER"
+    assert listed.out.splitlines()[1].endswith("value.action == 'buy'")
+    assert row[:3] == ["kt", "kafka", "orders"]
+
+
+@pytest.mark.timeout(90)
+async def test_wait_shows_progress_the_failing_node_and_a_never_run_node(
+    db_url: str, server: ApiServer, tmp_path: Path
+) -> None:
+    spec = {
+        "name": "w",
+        "type": "manual",
+        "nodes": [
+            {"name": "first", "type": "shell", "code": "echo one"},
+            {"name": "breaks", "type": "shell", "code": "echo oops; exit 3", "upstream": ["first"]},
+            {"name": "after", "type": "shell", "code": "echo never", "upstream": ["breaks"]},
+        ],
+    }
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(spec))
+    assert (await sluice_cli(server, "apply", "-f", str(path))).code == 0
+    async with executor_process(db_url, tmp_path / "executor.log"):
+        waited = await sluice_cli(server, "run-workflow", "w", "--wait", "--timeout", "60")
+    assert waited.code == 1, waited.err
+    lines = waited.out.splitlines()
+    iid = lines[0].split()[1]
+    assert lines[0] == f"instance {iid} waiting"
+    assert f"instance {iid} failed: 3/3 nodes done" in lines
+    assert f"node breaks failed (exited with code 3); its log: sluice logs {iid} breaks" in lines, (
+        waited.out
+    )
+
+    log = await sluice_cli(server, "logs", iid, "breaks")
+    assert log.code == 0 and "oops" in log.out
+    never = await sluice_cli(server, "logs", iid, "after")
+    assert never.code == 1 and never.out == ""
+    assert never.err == (
+        f"error: node 'after' of instance {iid} has not run and will not; "
+        f"see `sluice instance {iid}`\n"
+    )
+
+    as_json = await sluice_cli(server, "run-workflow", "w", "--wait", "--json", "--timeout", "1")
+    # Nothing runs it now: the wait gives up, and stdout holds no progress lines.
+    assert as_json.code == 1 and as_json.out == ""
+    assert "is still waiting after 1s" in as_json.err
+
+
+def test_every_option_has_help_and_no_stray_double_colon() -> None:
+    parser = build_parser()
+    missing: list[str] = []
+    texts: list[str] = [parser.format_help()]
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in commands.choices.items():
+        texts.append(sub.format_help())
+        for action in sub._actions:
+            if action.dest != "help" and not action.help:
+                missing.append(f"{name} {action.option_strings or action.dest}")
+    assert missing == []
+    assert not [t for t in texts if "::" in t]
