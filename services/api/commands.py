@@ -9,6 +9,7 @@ request (or a waited-for run did not succeed); 2 bad local input; 3 the API coul
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -642,6 +643,161 @@ def _delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _secrets_arg(args: argparse.Namespace) -> dict[str, str] | None:
+    """Secrets from `--secrets-file` and `--secret KEY` prompts; never from the command line,
+    where they would land in shell history and the process list."""
+    secrets: dict[str, str] = {}
+    if args.secrets_file:
+        text, origin = _read_source(args.secrets_file)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
+        if not isinstance(loaded, dict) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in loaded.values()
+        ):
+            raise UsageError(f"{origin}: secrets must be an object of NAME: text")
+        secrets.update({str(k): str(v) for k, v in loaded.items()})
+    for key in args.secret:
+        if "=" in key:
+            raise UsageError(
+                f"--secret {key.partition('=')[0]}: give only the name; the value is read from "
+                "a prompt or stdin, never from the command line"
+            )
+        if sys.stdin.isatty():
+            value = getpass.getpass(f"{key}: ")
+        else:
+            # Piped: one line per --secret, in order (`printf 'pw\n' | sluice connections ...`).
+            value = sys.stdin.readline().rstrip("\n")
+        if not value:
+            raise UsageError(f"--secret {key}: no value given")
+        secrets[key] = value
+    return secrets or None
+
+
+def _config_arg(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.config_file:
+        text, origin = _read_source(args.config_file)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{origin}: config must be an object")
+        config.update(_plain(loaded))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        config[key] = value
+    return config
+
+
+def _connection_create(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    if args.secrets_file == "-" and args.secret:
+        raise UsageError("--secrets-file - and --secret both read stdin; use one")
+    body: dict[str, Any] = {"name": args.name, "kind": args.kind, "config": _config_arg(args)}
+    secrets = _secrets_arg(args)
+    if secrets is not None:
+        body["secrets"] = secrets
+    saved = client.put(client.ws(f"/connections/{_seg(args.name)}"), body)
+    if args.json:
+        _json(saved, out)
+        return EXIT_OK
+    keys = ", ".join(saved["connection"]["secret_keys"]) or "none"
+    action = "created" if saved["created"] else "updated"
+    out.write(f"connection/{args.name} {action} (secrets: {keys})\n")
+    return EXIT_OK
+
+
+def _connection_list(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    items = list(client.pages(client.ws("/connections")))
+    if args.json:
+        _json(items, out)
+        return EXIT_OK
+    table(
+        (
+            (
+                c["name"],
+                c["kind"],
+                ",".join(c["secret_keys"]) or None,
+                c["updated_at"],
+                json.dumps(c["config"], ensure_ascii=False, sort_keys=True),
+            )
+            for c in items
+        ),
+        ("NAME", "KIND", "SECRETS", "UPDATED", "CONFIG"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _connection_delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    client.delete(client.ws(f"/connections/{_seg(args.name)}"))
+    if args.json:
+        _json({"kind": "connection", "name": args.name, "deleted": True}, out)
+    else:
+        out.write(f"connection/{args.name} deleted\n")
+    return EXIT_OK
+
+
+def _register_connections(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    summary = "create, list and delete the workspace's connections (databases, S3, Kafka, SMTP)"
+    group = subparsers.add_parser("connections", help=summary, description=summary)
+    actions = group.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="list, create or delete"
+    )
+
+    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, parents=[common], help=help_, description=help_)
+        parser.set_defaults(func=lambda args: execute(handler, args))
+        return parser
+
+    p = add("list", _connection_list, "list connections (secret values are never shown)")
+    p = add(
+        "create",
+        _connection_create,
+        "create a connection, or replace one (without secrets given, the stored ones stay)",
+    )
+    p.add_argument("name", help="connection name, as nodes and triggers name it")
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=("postgres", "s3", "kafka", "smtp", "secret"),
+        help="what it connects to",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config value, as text (repeatable), e.g. dsn=postgresql://host/db",
+    )
+    p.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="config as a JSON/YAML object (for values that are not text); - is stdin",
+    )
+    p.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="secrets as a JSON/YAML object of NAME: value; - is stdin",
+    )
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="prompt for this secret (repeatable; piped stdin gives one line each)",
+    )
+    p = add("delete", _connection_delete, "delete a connection")
+    p.add_argument("name", help="connection name")
+
+
 # --------------------------------------------------------------------------------------------
 # wiring
 
@@ -824,6 +980,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("name", help="workflow name")
     p.add_argument("a", type=_positive_int, help="the older version number")
     p.add_argument("b", type=_positive_int, help="the newer version number")
+
+    _register_connections(subparsers, common)
 
     p = add("delete", _delete, "delete a trigger, workflow or connection")
     p.add_argument("kind", choices=("trigger", "workflow", "connection"), help="what to delete")

@@ -98,15 +98,97 @@ async def test_wait_shows_progress_the_failing_node_and_a_never_run_node(
     assert "is still waiting after 1s" in as_json.err
 
 
+def _walk(parser: argparse.ArgumentParser, name: str) -> list[tuple[str, argparse.Action]]:
+    """Every (command, option) of a parser and its sub-commands, nested ones included."""
+    found = []
+    for action in parser._actions:
+        found.append((name, action))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                found.extend(_walk(sub, f"{name} {sub_name}".strip()))
+    return found
+
+
 def test_every_option_has_help_and_no_stray_double_colon() -> None:
     parser = build_parser()
-    missing: list[str] = []
-    texts: list[str] = [parser.format_help()]
-    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    for name, sub in commands.choices.items():
-        texts.append(sub.format_help())
-        for action in sub._actions:
-            if action.dest != "help" and not action.help:
-                missing.append(f"{name} {action.option_strings or action.dest}")
+    found = _walk(parser, "")
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, action in found
+        if action.dest != "help" and not action.help
+    ]
     assert missing == []
-    assert not [t for t in texts if "::" in t]
+    assert len({name for name, _ in found}) > 25  # the walk reached the sub-commands
+    helps = [parser.format_help()]
+    for _, action in found:
+        if isinstance(action, argparse._SubParsersAction):
+            helps.extend(sub.format_help() for sub in action.choices.values())
+    assert [h.splitlines()[0] for h in helps if "::" in h] == []
+
+
+async def test_connections_take_secrets_only_from_a_file_or_prompt(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("access_key_id: AK1\nsecret_access_key: very-secret-1\n")
+    created = await sluice_cli(
+        server,
+        "connections",
+        "create",
+        "store",
+        "--kind",
+        "s3",
+        "--set",
+        "endpoint_url=http://127.0.0.1:9000",
+        "--secrets-file",
+        str(secrets),
+    )
+    assert created.code == 0, created.err
+    assert created.out == "connection/store created (secrets: access_key_id, secret_access_key)\n"
+    prompted = await sluice_cli(
+        server,
+        "connections",
+        "create",
+        "db",
+        "--kind",
+        "postgres",
+        "--set",
+        "dsn=postgresql://u@127.0.0.1/x",
+        "--secret",
+        "password",
+        stdin="hunter2-secret\n",
+    )
+    assert prompted.out == "connection/db created (secrets: password)\n", prompted.err
+    again = await sluice_cli(
+        server, "connections", "create", "db", "--kind", "postgres", "--set", "dsn=postgresql://h/y"
+    )
+    assert again.out == "connection/db updated (secrets: password)\n"
+
+    listed = await sluice_cli(server, "connections", "list")
+    rows = table_rows(listed.out)
+    assert rows[0] == ["NAME", "KIND", "SECRETS", "UPDATED", "CONFIG"]
+    assert [r[:3] for r in rows[1:]] == [
+        ["db", "postgres", "password"],
+        ["store", "s3", "access_key_id,secret_access_key"],
+    ]
+    as_json = await sluice_cli(server, "connections", "list", "--json")
+    for text in (listed.out, as_json.out):
+        assert "very-secret-1" not in text and "hunter2-secret" not in text
+    assert as_json.json()[0]["config"] == {"dsn": "postgresql://h/y"}
+
+    on_command_line = await sluice_cli(
+        server, "connections", "create", "x", "--kind", "secret", "--secret", "key=abc"
+    )
+    assert on_command_line.code == 2
+    assert on_command_line.err == (
+        "error: --secret key: give only the name; the value is read from a prompt or stdin, "
+        "never from the command line\n"
+    )
+    refused = await sluice_cli(server, "connections", "create", "x", "--kind", "smtp")
+    assert refused.code == 1
+    assert refused.err.startswith("error: config.host: required for an smtp connection"), refused
+
+    deleted = await sluice_cli(server, "connections", "delete", "db")
+    assert deleted.out == "connection/db deleted\n"
+    gone = await sluice_cli(server, "connections", "delete", "db")
+    assert gone.code == 1 and gone.err == "error: connection 'db' not found\n"
