@@ -147,6 +147,7 @@ def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     ordered = [s for s in specs if _is_trigger(s)] + [s for s in specs if not _is_trigger(s)]
     results: list[dict[str, Any]] = []
     failed = 0
+    known: set[str] | None = None
     for spec in ordered:
         kind = "trigger" if _is_trigger(spec) else "workflow"
         name = spec["name"]
@@ -180,12 +181,46 @@ def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                 }
             )
             continue
-        results.append({"kind": kind, "name": name, "action": action, "result": saved})
+        entry = {"kind": kind, "name": name, "action": action, "result": saved}
+        named = named_connections(spec) if kind == "workflow" else []
+        if named and known is None:
+            known = {c["name"] for c in client.pages(client.ws("/connections"))}
+        # Saved all the same: the connection may be created later, but a run would fail now.
+        warnings = [
+            f"{where}: connection {conn!r} does not exist yet "
+            f"(`sluice connections create {conn} ...`)"
+            for where, conn in named
+            if known is not None and conn not in known
+        ]
+        if warnings:
+            entry["warnings"] = warnings
+        results.append(entry)
         if not args.json:
             out.write(f"{kind}/{name} {action}\n")
+        for warning in warnings:
+            sys.stderr.write(f"warning: {kind} {name!r}: {warning}\n")
     if args.json:
         _json(results, out)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def named_connections(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field path, connection name) of every connection a workflow spec's nodes name."""
+    found: list[tuple[str, str]] = []
+    nodes = spec.get("nodes")
+    for index, node in enumerate(nodes if isinstance(nodes, list) else []):
+        if not isinstance(node, dict):
+            continue
+        places: list[tuple[str, Any]] = [(f"nodes.{index}", node)]
+        for inner in ("check", "sync"):
+            if isinstance(node.get(inner), dict):
+                places.append((f"nodes.{index}.{inner}", node[inner]))
+        for prefix, holder in places:
+            for key in ("connection", "s3_connection"):
+                value = holder.get(key)
+                if isinstance(value, str) and value:
+                    found.append((f"{prefix}.{key}", value))
+    return found
 
 
 def _workflow_action(saved: dict[str, Any]) -> str:

@@ -192,3 +192,56 @@ async def test_connections_take_secrets_only_from_a_file_or_prompt(
     assert deleted.out == "connection/db deleted\n"
     gone = await sluice_cli(server, "connections", "delete", "db")
     assert gone.code == 1 and gone.err == "error: connection 'db' not found\n"
+
+
+async def test_apply_warns_of_connections_that_do_not_exist(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "s.json"
+    secrets.write_text('{"access_key_id": "a", "secret_access_key": "b"}')
+    made = await sluice_cli(
+        server, "connections", "create", "store", "--kind", "s3", "--secrets-file", str(secrets)
+    )
+    assert made.code == 0, made.err
+    spec = {
+        "name": "cw",
+        "type": "manual",
+        "nodes": [
+            {
+                "name": "wait",
+                "type": "check",
+                "check": {"kind": "sql", "connection": "pg", "query": "SELECT 1"},
+            },
+            {
+                "name": "load",
+                "type": "sync",
+                "upstream": ["wait"],
+                "sync": {
+                    "kind": "s3_to_postgres",
+                    "s3_connection": "store",
+                    "bucket": "b",
+                    "key": "k.csv",
+                    "connection": "pg",
+                    "table": "t",
+                },
+            },
+        ],
+    }
+    path = tmp_path / "cw.json"
+    path.write_text(json.dumps(spec))
+    applied = await sluice_cli(server, "apply", "-f", str(path))
+    assert applied.code == 0
+    assert applied.out == "workflow/cw created (v1), published\n"
+    assert applied.err.splitlines() == [
+        "warning: workflow 'cw': nodes.0.check.connection: connection 'pg' does not exist yet "
+        "(`sluice connections create pg ...`)",
+        "warning: workflow 'cw': nodes.1.sync.connection: connection 'pg' does not exist yet "
+        "(`sluice connections create pg ...`)",
+    ]
+    as_json = await sluice_cli(server, "apply", "-f", str(path), "--json")
+    assert len(as_json.json()[0]["warnings"]) == 2
+    await sluice_cli(
+        server, "connections", "create", "pg", "--kind", "postgres", "--set", "dsn=postgresql://h/d"
+    )
+    clean = await sluice_cli(server, "apply", "-f", str(path))
+    assert (clean.code, clean.err) == (0, "")
