@@ -315,7 +315,7 @@ async def serve(
         lifespan="off",
         timeout_graceful_shutdown=max(int(drain_timeout_s), 1),
     )
-    server = QuietServer(config)
+    server = QuietServer(config, name="webhook")
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:
