@@ -22,11 +22,20 @@ SLOW = {
 }
 
 
+def pg_socket_dir(cwd: Path) -> Path:
+    """Where `sluice dev` started in `cwd` keeps its PostgreSQL socket (symlinks resolved)."""
+    return cwd.resolve() / ".sluice" / "pg"
+
+
 async def test_ctrl_c_names_the_running_node_and_a_second_one_stops_at_once(
     tmp_path: Path,
 ) -> None:
     async with dev_process(tmp_path) as (proc, lines):
         banner = await read_banner(proc, lines)
+        # How to reach the embedded servers, for connections of one's own.
+        socket_dir = pg_socket_dir(tmp_path)
+        assert f"psql -h {socket_dir} -U postgres sluice_examples" in banner
+        assert "access key sluice, secret sluice-dev-secret, region us-east-1" in banner
         exports, _ = printed_commands(banner)
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}, **exports}
         (tmp_path / "slow.json").write_text(json.dumps(SLOW))
