@@ -431,10 +431,14 @@ def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 
 def _logs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if args.follow:
+        wrote = False
         for text in client.follow_log(args.instance, args.node, args.attempt):
             out.write(text)
             out.flush()
-        return EXIT_OK
+            wrote = wrote or bool(text)
+        if wrote:
+            return EXIT_OK
+        # The stream ended empty: the node may have ended without ever running.
     text, headers = client.log(args.instance, args.node, args.attempt)
     if "x-sluice-attempt" not in headers:
         # No attempt at all: an empty log would look like a node that ran and printed nothing.

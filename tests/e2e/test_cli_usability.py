@@ -92,6 +92,9 @@ async def test_wait_shows_progress_the_failing_node_and_a_never_run_node(
         f"see `sluice instance {iid}`\n"
     )
 
+    followed = await sluice_cli(server, "logs", iid, "after", "--follow")
+    assert (followed.code, followed.err) == (never.code, never.err)
+
     as_json = await sluice_cli(server, "run-workflow", "w", "--wait", "--json", "--timeout", "1")
     # Nothing runs it now: the wait gives up, and stdout holds no progress lines.
     assert as_json.code == 1 and as_json.out == ""
