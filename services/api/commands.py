@@ -291,9 +291,12 @@ def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if args.json:
         _json(detail, out)
         return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
-    out.write(f"instance {instance_id} {detail['state']}: {wait_progress(detail)}\n")
+    # The last line stays `instance ID STATE`: scripts read it.
+    if detail["state"] != "succeeded":
+        out.write(f"instance {instance_id}: {wait_progress(detail)}\n")
     for line in failure_lines(detail):
         out.write(line + "\n")
+    out.write(f"instance {instance_id} {detail['state']}\n")
     return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
 
 

@@ -78,7 +78,8 @@ async def test_wait_shows_progress_the_failing_node_and_a_never_run_node(
     lines = waited.out.splitlines()
     iid = lines[0].split()[1]
     assert lines[0] == f"instance {iid} waiting"
-    assert f"instance {iid} failed: 3/3 nodes done" in lines
+    assert f"instance {iid}: 3/3 nodes done" in lines
+    assert lines[-1] == f"instance {iid} failed"
     assert f"node breaks failed (exited with code 3); its log: sluice logs {iid} breaks" in lines, (
         waited.out
     )
