@@ -108,12 +108,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="`sluice COMMAND --help` tells more"
+    )
     dev = sub.add_parser("dev", help="run everything locally on embedded PostgreSQL, Kafka and S3")
     dev.add_argument("--reset", action="store_true", help="wipe .sluice/ state first")
     dev.set_defaults(func=_cmd_dev)
     run = sub.add_parser("run", help="run one service")
-    run.add_argument("service", choices=list(SERVICES))
+    run.add_argument("service", choices=list(SERVICES), help="which service")
     run.set_defaults(func=_cmd_run)
     mig = sub.add_parser("migrate", help="apply database migrations (SLUICE_DATABASE_URL)")
     mig.set_defaults(func=_cmd_migrate)

@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import structlog
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -32,7 +34,7 @@ from shared.db.pool import Connection, connect
 from shared.db.queries import load
 from shared.embedded.kafka import EmbeddedKafka
 from shared.embedded.postgres import EmbeddedPostgres, with_database
-from shared.embedded.s3 import EmbeddedS3
+from shared.embedded.s3 import EmbeddedS3, ensure_bucket
 from shared.lifecycle import install_signal_handlers, run_until_stopped
 from shared.logging import configure
 from shared.models.triggers import TriggerSpec
@@ -155,6 +157,43 @@ async def ensure_examples_connection(conn: Connection, dsn: str, box: SecretBox)
     await connection_repo.upsert(conn, 1, spec, box)
 
 
+EXAMPLES_S3_CONNECTION = "examples_s3"
+EXAMPLES_BUCKET = "examples"
+
+
+async def ensure_examples_s3(conn: Connection, s3: EmbeddedS3, box: SecretBox) -> None:
+    """The `examples_s3` connection of workspace `default` to the embedded S3, and the bucket
+    `examples` there, for the examples' check and sync nodes."""
+    async with s3.client("s3") as client:
+        await ensure_bucket(client, EXAMPLES_BUCKET)
+    spec = connection_repo.ConnectionSpec(
+        name=EXAMPLES_S3_CONNECTION,
+        kind="s3",
+        config={"endpoint_url": s3.endpoint, "region": s3.region},
+        secrets={"access_key_id": s3.access_key, "secret_access_key": s3.secret_key},
+    )
+    await connection_repo.upsert(conn, 1, spec, box)
+
+
+async def _prepare_s3(dsn: str, s3: EmbeddedS3) -> None:
+    conn = await connect(dsn)
+    try:
+        await ensure_examples_s3(conn, s3, SecretBox.from_text(os.environ.get("SLUICE_SECRET_KEY")))
+    finally:
+        await conn.close()
+
+
+def postgres_lines(dsn: str) -> list[str]:
+    """How to reach the embedded PostgreSQL: its DSN, socket directory and user."""
+    socket_dir = (parse_qs(urlsplit(dsn).query).get("host") or [str(STATE_DIR / "pg")])[0]
+    return [
+        f"  PostgreSQL: {dsn}",
+        f"             (Unix socket in {socket_dir}, user postgres, no password; the connection "
+        f"{EXAMPLES_CONNECTION} is its database sluice_examples:",
+        f"             psql -h {socket_dir} -U postgres sluice_examples)",
+    ]
+
+
 async def _prepare_database(dsn: str, token: str) -> list[str]:
     conn = await connect(dsn)
     try:
@@ -170,7 +209,13 @@ async def _prepare_database(dsn: str, token: str) -> list[str]:
         await conn.close()
 
 
-def banner(settings: Settings, services: list[str], ports: DevPorts, examples: list[str]) -> str:
+def banner(
+    settings: Settings,
+    services: list[str],
+    ports: DevPorts,
+    examples: list[str],
+    dsn: str = "",
+) -> str:
     token = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else ""
     webhook = settings.webhook_token_list[0] if settings.webhook_token_list else ""
     api = f"http://127.0.0.1:{settings.api_port}"
@@ -187,6 +232,10 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         f"  token:     {token}",
         f"  webhook:   http://127.0.0.1:{settings.webhook_port}/hooks/s3   (Bearer {webhook})",
         f"  Kafka:     {settings.kafka_bootstrap}    S3/SQS: http://127.0.0.1:{ports.s3}",
+        f"  S3 keys:   access key {EmbeddedS3.access_key}, secret {EmbeddedS3.secret_key}, "
+        f"region {EmbeddedS3.region} (connection {EXAMPLES_S3_CONNECTION}, bucket "
+        f"{EXAMPLES_BUCKET})",
+        *(postgres_lines(dsn) if dsn else []),
         f"  services:  {', '.join(services)}",
         f"  examples:  {', '.join(examples) or '(none found)'}",
         "",
@@ -202,6 +251,8 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         "  # a value computed in shell, passed through python to sql (see docs/outputs.md)",
         "  .venv/bin/sluice run-workflow node_outputs_example --wait",
         "  .venv/bin/sluice outputs <INSTANCE_ID> store",
+        "  # check and sync nodes: PostgreSQL -> CSV in S3 -> PostgreSQL (examples/check_sync)",
+        "  .venv/bin/sluice run-workflow check_sync_example --wait",
         "  # watch and read",
         "  .venv/bin/sluice instances",
         "  .venv/bin/sluice logs <INSTANCE_ID> <NODE> --follow",
@@ -211,6 +262,35 @@ def banner(settings: Settings, services: list[str], ports: DevPorts, examples: l
         "",
     ]
     return "\n".join(lines)
+
+
+def stopping_line(rows: list[tuple[int, str]], total: int, drain_s: float) -> str:
+    """What a stopping `sluice dev` waits for, for how long, and how not to wait."""
+    if not total:
+        return "stopping (no nodes running)"
+    names = ", ".join(f"{instance}/{node}" for instance, node in rows)
+    more = f" and {total - len(rows)} more" if total > len(rows) else ""
+    return (
+        f"stopping: waiting up to {drain_s:g}s for {total} running node(s) to finish "
+        f"(instance/node: {names}{more}); press Ctrl-C again to stop at once"
+    )
+
+
+async def _say_what_stopping_waits_for(dsn: str, drain_s: float, stop: asyncio.Event) -> None:
+    await stop.wait()
+    try:
+        conn = await connect(dsn)
+        try:
+            found = await conn.fetch(load(__file__)["running_nodes"])
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("dev_running_nodes_unknown", error=str(exc))
+        return
+    rows = [(int(r["instance_id"]), str(r["name"])) for r in found]
+    total = int(found[0]["total"]) if found else 0
+    # A plain line on stderr: this is for the person at the terminal, not for log collectors.
+    print(stopping_line(rows, total, drain_s), file=sys.stderr, flush=True)
 
 
 def _bind(run: ServiceRun, settings: Settings) -> Main:
@@ -236,6 +316,7 @@ async def _serve(
     async with kafka, s3:
         from services.storage_listener import dev_buckets
 
+        await _prepare_s3(dsn, s3)
         queue = await dev_buckets.dev_queue(s3)
         settings = load_settings(
             host=os.environ.get("SLUICE_HOST", "127.0.0.1"),
@@ -256,9 +337,14 @@ async def _serve(
             await serve_probes(dsn, "127.0.0.1", settings.metrics_port, stop)
 
         async def announce(stop: asyncio.Event) -> None:
-            await _announce_when_ready(settings, services, ports, examples, listeners, stop)
+            await _announce_when_ready(
+                settings, services, ports, examples, listeners, stop, dsn=dsn
+            )
 
-        await run_until_stopped(stop, *mains, buckets, probes, announce)
+        async def farewell(stop: asyncio.Event) -> None:
+            await _say_what_stopping_waits_for(dsn, settings.drain_timeout_s, stop)
+
+        await run_until_stopped(stop, *mains, buckets, probes, announce, farewell)
     log.info("dev_stopped")
 
 
@@ -269,6 +355,8 @@ async def _announce_when_ready(
     examples: list[str],
     listeners: list[DevPort],
     stop: asyncio.Event,
+    *,
+    dsn: str = "",
 ) -> None:
     """Print the banner once every service reports ready and every server it starts accepts
     connections on its port, then stay until `stop`."""
@@ -298,7 +386,7 @@ async def _announce_when_ready(
             except TimeoutError:
                 pass
     if not stop.is_set():
-        print(banner(settings, services, ports, examples), flush=True)
+        print(banner(settings, services, ports, examples, dsn), flush=True)
     await stop.wait()
 
 

@@ -47,6 +47,8 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     )
     structlog.configure(
         processors=[
+            # Which part of sluice speaks (`sluice.api`, `sluice.probes`), as for library lines.
+            structlog.stdlib.add_logger_name,
             *shared,
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
@@ -65,5 +67,14 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
     # Chatty libraries: their warnings matter, their info lines do not.
-    for name in ("aiokafka", "botocore", "aiobotocore", "uvicorn.access", "pgserver", "httpx"):
+    # uvicorn.error holds uvicorn's start/stop chatter too; sluice logs one server_started line.
+    for name in (
+        "aiokafka",
+        "botocore",
+        "aiobotocore",
+        "uvicorn.access",
+        "uvicorn.error",
+        "pgserver",
+        "httpx",
+    ):
         logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))

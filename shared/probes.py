@@ -128,9 +128,23 @@ class QuietServer(uvicorn.Server):
     replace them (so Ctrl-C under `sluice dev` stopped only one server) and re-raise the signal
     after shutdown. Every HTTP server of sluice uses this class."""
 
+    def __init__(self, config: uvicorn.Config, name: str = "http") -> None:
+        super().__init__(config)
+        self.name = name
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        # uvicorn's own start lines (three or four per server, under "uvicorn.error") are
+        # silenced in shared.logging; this one line says which server listens where.
+        await super().startup(sockets=sockets)
+        if self.should_exit:
+            return
+        addresses = [sock.getsockname() for server in self.servers for sock in server.sockets or ()]
+        urls = sorted({f"http://{a[0]}:{a[1]}" for a in addresses if isinstance(a, tuple)})
+        log.info("server_started", server=self.name, url=", ".join(urls))
 
 
 async def serve_asgi(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
@@ -138,7 +152,7 @@ async def serve_asgi(app: Any, host: str, port: int, stop: asyncio.Event) -> Non
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="auto"
     )
-    server = QuietServer(config)
+    server = QuietServer(config, name="probes")
     task = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     try:

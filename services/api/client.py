@@ -27,11 +27,14 @@ class ClientError(Exception):
         status: int | None = None,
         code: str | None = None,
         field: str | None = None,
+        errors: Sequence[str] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.field = field
+        # Every problem the API found, one line each; a single one is the message itself.
+        self.errors: tuple[str, ...] = tuple(errors) or (message,)
 
 
 class Unreachable(ClientError):
@@ -46,11 +49,18 @@ def _error_of(response: httpx.Response) -> ClientError:
     message = info.get("message") if isinstance(info, dict) else None
     if not message:
         message = f"HTTP {response.status_code} from {response.request.url}"
+    listed = info.get("errors") if isinstance(info, dict) else None
+    errors = [
+        f"{e['field']}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+        for e in listed or []
+        if isinstance(e, dict)
+    ]
     return ClientError(
         str(message),
         status=response.status_code,
         code=info.get("code") if isinstance(info, dict) else None,
         field=info.get("field") if isinstance(info, dict) else None,
+        errors=errors,
     )
 
 

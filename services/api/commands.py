@@ -9,6 +9,7 @@ request (or a waited-for run did not succeed); 2 bad local input; 3 the API coul
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -30,6 +31,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 TRIGGER_TYPES = ("kafka", "s3")
 FINAL_STATES = ("succeeded", "failed", "terminated", "cancelled")
+FINAL_NODE_STATES = frozenset({"succeeded", "failed", "upstream_failed", "terminated", "skipped"})
 WAIT_POLL_S = 1.0
 _PAST = {"freeze": "frozen", "unfreeze": "unfrozen"}
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
@@ -145,6 +147,7 @@ def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     ordered = [s for s in specs if _is_trigger(s)] + [s for s in specs if not _is_trigger(s)]
     results: list[dict[str, Any]] = []
     failed = 0
+    known: set[str] | None = None
     for spec in ordered:
         kind = "trigger" if _is_trigger(spec) else "workflow"
         name = spec["name"]
@@ -166,15 +169,58 @@ def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             if isinstance(exc, Unreachable):
                 raise
             failed += 1
-            sys.stderr.write(f"error: {kind} {name!r}: {exc}\n")
-            results.append({"kind": kind, "name": name, "action": "error", "error": str(exc)})
+            for problem in exc.errors:
+                sys.stderr.write(f"error: {kind} {name!r}: {problem}\n")
+            results.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "action": "error",
+                    "error": str(exc),
+                    "errors": list(exc.errors),
+                }
+            )
             continue
-        results.append({"kind": kind, "name": name, "action": action, "result": saved})
+        entry = {"kind": kind, "name": name, "action": action, "result": saved}
+        named = named_connections(spec) if kind == "workflow" else []
+        if named and known is None:
+            known = {c["name"] for c in client.pages(client.ws("/connections"))}
+        # Saved all the same: the connection may be created later, but a run would fail now.
+        warnings = [
+            f"{where}: connection {conn!r} does not exist yet "
+            f"(`sluice connections create {conn} ...`)"
+            for where, conn in named
+            if known is not None and conn not in known
+        ]
+        if warnings:
+            entry["warnings"] = warnings
+        results.append(entry)
         if not args.json:
             out.write(f"{kind}/{name} {action}\n")
+        for warning in warnings:
+            sys.stderr.write(f"warning: {kind} {name!r}: {warning}\n")
     if args.json:
         _json(results, out)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def named_connections(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field path, connection name) of every connection a workflow spec's nodes name."""
+    found: list[tuple[str, str]] = []
+    nodes = spec.get("nodes")
+    for index, node in enumerate(nodes if isinstance(nodes, list) else []):
+        if not isinstance(node, dict):
+            continue
+        places: list[tuple[str, Any]] = [(f"nodes.{index}", node)]
+        for inner in ("check", "sync"):
+            if isinstance(node.get(inner), dict):
+                places.append((f"nodes.{index}.{inner}", node[inner]))
+        for prefix, holder in places:
+            for key in ("connection", "s3_connection"):
+                value = holder.get(key)
+                if isinstance(value, str) and value:
+                    found.append((f"{prefix}.{key}", value))
+    return found
 
 
 def _workflow_action(saved: dict[str, Any]) -> str:
@@ -240,20 +286,64 @@ def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if not args.json:
         out.write(f"instance {instance_id} {accepted['state']}\n")
         out.flush()
-    detail = _wait_final(client, instance_id, args.timeout)
+    # With --json stdout carries only the final JSON; progress is for people.
+    detail = _wait_final(client, instance_id, args.timeout, None if args.json else out)
     if args.json:
         _json(detail, out)
-    else:
-        out.write(f"instance {instance_id} {detail['state']}\n")
+        return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
+    # The last line stays `instance ID STATE`: scripts read it.
+    if detail["state"] != "succeeded":
+        out.write(f"instance {instance_id}: {wait_progress(detail)}\n")
+    for line in failure_lines(detail):
+        out.write(line + "\n")
+    out.write(f"instance {instance_id} {detail['state']}\n")
     return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
 
 
-def _wait_final(client: Client, instance_id: int, timeout: float | None) -> dict[str, Any]:
+def wait_progress(detail: dict[str, Any]) -> str:
+    """`2/3 nodes done, 1 running` for an instance's detail."""
+    nodes = detail["nodes"]
+    done = sum(1 for n in nodes if n["state"] in FINAL_NODE_STATES)
+    running = sum(1 for n in nodes if n["state"] == "running")
+    text = f"{done}/{len(nodes)} nodes done"
+    return text + (f", {running} running" if running else "")
+
+
+def failure_lines(detail: dict[str, Any]) -> list[str]:
+    """For each node that failed: its reason, and the command that prints its log."""
+    lines = []
+    for node in detail["nodes"]:
+        if node["state"] not in ("failed", "terminated") or not node["attempts"]:
+            continue
+        last = node["attempts"][-1]
+        reason = last.get("reason") or node["state"]
+        code = last.get("exit_code")
+        if reason == "exit_code" and code is not None:
+            reason = f"exited with code {code}"
+        elif code is not None:
+            reason += f", exit code {code}"
+        lines.append(
+            f"node {node['name']} {node['state']} ({reason}); its log: "
+            f"sluice logs {detail['id']} {node['name']}"
+        )
+    return lines
+
+
+def _wait_final(
+    client: Client, instance_id: int, timeout: float | None, progress: TextIO | None
+) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
+    shown = ""
     while True:
         detail: dict[str, Any] = client.get(client.ws(f"/instances/{instance_id}"))
         if detail["state"] in FINAL_STATES:
             return detail
+        line = f"instance {instance_id} {detail['state']}: {wait_progress(detail)}"
+        if progress is not None and line != shown:
+            # A line per change, not per poll: the output stays readable in a CI log.
+            progress.write(line + "\n")
+            progress.flush()
+            shown = line
         if deadline is not None and time.monotonic() > deadline:
             raise ClientError(
                 f"instance {instance_id} is still {detail['state']} after {timeout:g}s"
@@ -344,11 +434,23 @@ def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 
 def _logs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     if args.follow:
+        wrote = False
         for text in client.follow_log(args.instance, args.node, args.attempt):
             out.write(text)
             out.flush()
-        return EXIT_OK
-    text, _ = client.log(args.instance, args.node, args.attempt)
+            wrote = wrote or bool(text)
+        if wrote:
+            return EXIT_OK
+        # The stream ended empty: the node may have ended without ever running.
+    text, headers = client.log(args.instance, args.node, args.attempt)
+    if "x-sluice-attempt" not in headers:
+        # No attempt at all: an empty log would look like a node that ran and printed nothing.
+        later = "and will not" if headers.get("x-sluice-finished") == "true" else "yet"
+        sys.stderr.write(
+            f"error: node {args.node!r} of instance {args.instance} has not run {later}; "
+            f"see `sluice instance {args.instance}`\n"
+        )
+        return EXIT_FAILED
     out.write(text)
     return EXIT_OK
 
@@ -539,10 +641,12 @@ def _triggers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                 t["spec"].get("key_pattern") or t["spec"].get("key"),
                 t["enabled"],
                 t["updated_at"],
+                # Last: a filter holds spaces, and the columns before it stay easy to split.
+                t["spec"].get("filter"),
             )
             for t in items
         ),
-        ("NAME", "TYPE", "SOURCE", "MATCH", "ENABLED", "UPDATED"),
+        ("NAME", "TYPE", "SOURCE", "MATCH", "ENABLED", "UPDATED", "FILTER"),
         out,
     )
     return EXIT_OK
@@ -579,6 +683,161 @@ def _delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     else:
         out.write(f"{args.kind}/{args.name} deleted\n")
     return EXIT_OK
+
+
+def _secrets_arg(args: argparse.Namespace) -> dict[str, str] | None:
+    """Secrets from `--secrets-file` and `--secret KEY` prompts; never from the command line,
+    where they would land in shell history and the process list."""
+    secrets: dict[str, str] = {}
+    if args.secrets_file:
+        text, origin = _read_source(args.secrets_file)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
+        if not isinstance(loaded, dict) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in loaded.values()
+        ):
+            raise UsageError(f"{origin}: secrets must be an object of NAME: text")
+        secrets.update({str(k): str(v) for k, v in loaded.items()})
+    for key in args.secret:
+        if "=" in key:
+            raise UsageError(
+                f"--secret {key.partition('=')[0]}: give only the name; the value is read from "
+                "a prompt or stdin, never from the command line"
+            )
+        if sys.stdin.isatty():
+            value = getpass.getpass(f"{key}: ")
+        else:
+            # Piped: one line per --secret, in order (`printf 'pw\n' | sluice connections ...`).
+            value = sys.stdin.readline().rstrip("\n")
+        if not value:
+            raise UsageError(f"--secret {key}: no value given")
+        secrets[key] = value
+    return secrets or None
+
+
+def _config_arg(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.config_file:
+        text, origin = _read_source(args.config_file)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{origin}: config must be an object")
+        config.update(_plain(loaded))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        config[key] = value
+    return config
+
+
+def _connection_create(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    if args.secrets_file == "-" and args.secret:
+        raise UsageError("--secrets-file - and --secret both read stdin; use one")
+    body: dict[str, Any] = {"name": args.name, "kind": args.kind, "config": _config_arg(args)}
+    secrets = _secrets_arg(args)
+    if secrets is not None:
+        body["secrets"] = secrets
+    saved = client.put(client.ws(f"/connections/{_seg(args.name)}"), body)
+    if args.json:
+        _json(saved, out)
+        return EXIT_OK
+    keys = ", ".join(saved["connection"]["secret_keys"]) or "none"
+    action = "created" if saved["created"] else "updated"
+    out.write(f"connection/{args.name} {action} (secrets: {keys})\n")
+    return EXIT_OK
+
+
+def _connection_list(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    items = list(client.pages(client.ws("/connections")))
+    if args.json:
+        _json(items, out)
+        return EXIT_OK
+    table(
+        (
+            (
+                c["name"],
+                c["kind"],
+                ",".join(c["secret_keys"]) or None,
+                c["updated_at"],
+                json.dumps(c["config"], ensure_ascii=False, sort_keys=True),
+            )
+            for c in items
+        ),
+        ("NAME", "KIND", "SECRETS", "UPDATED", "CONFIG"),
+        out,
+    )
+    return EXIT_OK
+
+
+def _connection_delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    client.delete(client.ws(f"/connections/{_seg(args.name)}"))
+    if args.json:
+        _json({"kind": "connection", "name": args.name, "deleted": True}, out)
+    else:
+        out.write(f"connection/{args.name} deleted\n")
+    return EXIT_OK
+
+
+def _register_connections(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    summary = "create, list and delete the workspace's connections (databases, S3, Kafka, SMTP)"
+    group = subparsers.add_parser("connections", help=summary, description=summary)
+    actions = group.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="list, create or delete"
+    )
+
+    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, parents=[common], help=help_, description=help_)
+        parser.set_defaults(func=lambda args: execute(handler, args))
+        return parser
+
+    p = add("list", _connection_list, "list connections (secret values are never shown)")
+    p = add(
+        "create",
+        _connection_create,
+        "create a connection, or replace one (without secrets given, the stored ones stay)",
+    )
+    p.add_argument("name", help="connection name, as nodes and triggers name it")
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=("postgres", "s3", "kafka", "smtp", "secret"),
+        help="what it connects to",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config value, as text (repeatable), e.g. dsn=postgresql://host/db",
+    )
+    p.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="config as a JSON/YAML object (for values that are not text); - is stdin",
+    )
+    p.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="secrets as a JSON/YAML object of NAME: value; - is stdin",
+    )
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="prompt for this secret (repeatable; piped stdin gives one line each)",
+    )
+    p = add("delete", _connection_delete, "delete a connection")
+    p.add_argument("name", help="connection name")
 
 
 # --------------------------------------------------------------------------------------------
@@ -643,7 +902,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-publish", action="store_true", help="save workflows without publishing")
 
     p = add("run-workflow", _run_workflow, "run a workflow now, optionally with a trigger message")
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
     p.add_argument("--message", metavar="JSON|@FILE", help="trigger message (JSON, or @file)")
     p.add_argument(
         "--param",
@@ -662,43 +921,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded"
     )
-    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --wait: give up after S seconds",
+    )
 
     p = add("instances", _instances, "list instances, newest first")
-    p.add_argument("--workflow")
+    p.add_argument("--workflow", help="only this workflow's instances")
     p.add_argument(
         "--state",
         action="append",
         default=[],
         choices=("waiting", "running", "succeeded", "failed", "terminated", "cancelled"),
+        help="only instances in this state (repeatable)",
     )
     p.add_argument(
         "--kind",
         action="append",
         default=[],
         choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun"),
+        help="only instances started this way (repeatable)",
     )
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
 
     p = add("instance", _instance, "show an instance with its nodes and attempts")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="instance id")
 
     p = add("logs", _logs, "print a node attempt's log")
-    p.add_argument("instance", type=_positive_int)
-    p.add_argument("node")
+    p.add_argument("instance", type=_positive_int, help="instance id")
+    p.add_argument("node", help="node name")
     p.add_argument("--attempt", type=_positive_int, help="default: the latest attempt")
     p.add_argument("-f", "--follow", action="store_true", help="stream until the attempt ends")
 
     p = add("outputs", _outputs, "show a node's outputs and those of each of its attempts")
-    p.add_argument("instance", type=_positive_int)
-    p.add_argument("node")
+    p.add_argument("instance", type=_positive_int, help="instance id")
+    p.add_argument("node", help="node name")
     p.add_argument("--attempt", type=_positive_int, help="print only this attempt's outputs")
 
     p = add("terminate", _terminate, "kill a running instance")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="instance id")
 
     p = add("rerun", _rerun, "run an instance again (all nodes, or only failed ones)")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="instance id")
     p.add_argument(
         "--failed",
         action="store_true",
@@ -706,9 +973,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     p = add("events", _events, "list received events with their per-trigger outcomes")
-    p.add_argument("--trigger")
+    p.add_argument("--trigger", help="only events this trigger saw")
     p.add_argument(
         "--outcome",
+        help="only events with this outcome for some trigger",
         choices=(
             "admitted",
             "duplicate",
@@ -722,37 +990,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "disabled",
         ),
     )
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
 
     p = add("event", _event, "show why an event did or did not start runs")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=_positive_int, help="event id")
 
     p = add("workflows", _workflows, "list workflows")
-    p.add_argument("--type", choices=("scheduled", "triggered", "manual"))
+    p.add_argument(
+        "--type", choices=("scheduled", "triggered", "manual"), help="only workflows of this type"
+    )
 
     p = add("workflow", _workflow, "show a workflow with its aggregated status")
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
 
     add("triggers", _triggers, "list triggers")
 
     p = add("publish", _workflow_state_change("publish"), "publish a workflow version")
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
     p.add_argument("--version", type=_positive_int, help="default: the latest version")
 
     p = add(
         "freeze", _workflow_state_change("freeze"), "stop schedules and triggers from running it"
     )
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
     p = add(
         "unfreeze", _workflow_state_change("unfreeze"), "let schedules and triggers run it again"
     )
-    p.add_argument("name")
+    p.add_argument("name", help="workflow name")
 
     p = add("diff", _diff, "show what changed between two versions of a workflow")
-    p.add_argument("name")
-    p.add_argument("a", type=_positive_int)
-    p.add_argument("b", type=_positive_int)
+    p.add_argument("name", help="workflow name")
+    p.add_argument("a", type=_positive_int, help="the older version number")
+    p.add_argument("b", type=_positive_int, help="the newer version number")
+
+    _register_connections(subparsers, common)
 
     p = add("delete", _delete, "delete a trigger, workflow or connection")
-    p.add_argument("kind", choices=("trigger", "workflow", "connection"))
-    p.add_argument("name")
+    p.add_argument("kind", choices=("trigger", "workflow", "connection"), help="what to delete")
+    p.add_argument("name", help="its name")

@@ -1,4 +1,4 @@
-"""ASGI middleware: request body size limit, and one log line plus metrics per request."""
+"""ASGI middleware: body size limit and UTF-8 check; one log line plus metrics per request."""
 
 from __future__ import annotations
 
@@ -17,6 +17,20 @@ log = structlog.get_logger("sluice.api")
 _QUIET_PREFIXES: Final = ("/healthz", "/readyz", "/metrics")
 # How much of an oversized body is drained (as a multiple of the limit) before answering 413.
 _DRAIN_FACTOR: Final = 8
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """Why `body` is not UTF-8 text, or None when it is."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+    return None
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 class BodyLimit:
@@ -72,8 +86,18 @@ class BodyLimit:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
+        whole = b"".join(chunks)
+        problem = utf8_problem(whole) if _is_json(scope) else None
+        if pending is None and problem is not None:
+            # Else the JSON parser's "error parsing the body" leaves the client guessing why.
+            response = JSONResponse(
+                error_body(400, f"body: {problem}; send JSON as UTF-8", field="body"),
+                status_code=400,
+            )
+            await response(scope, receive, send)
+            return
         first: list[Message] = [
-            pending or {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            pending or {"type": "http.request", "body": whole, "more_body": False}
         ]
 
         async def replay() -> Message:

@@ -51,7 +51,7 @@ async def serve(
         server_header=False,
         timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
     )
-    server = QuietServer(config)
+    server = QuietServer(config, name="api")
     serving = asyncio.create_task(_serve(server, sockets))
     stopped = asyncio.create_task(stop.wait())
     try:

@@ -49,6 +49,15 @@ _STOP_NOTES: dict[str, str] = {
     "released": "executor shutting down; attempt released to run again elsewhere",
 }
 
+# Only shell and python nodes have a process; the others run inside the executor.
+_TIMEOUT_NOTES: dict[str, str] = {
+    "shell": "process group killed",
+    "python": "process group killed",
+    "check": "the condition did not hold in time",
+    "sql": "statement cancelled",
+    "sync": "transfer stopped",
+}
+
 
 class RunningAttempt:
     """An attempt this process holds the lease of, from claim until its finish is written."""
@@ -176,7 +185,7 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
         # The runner kills its process group when cancelled; wait until it has.
         await asyncio.wait({work})
         if att.stop_reason is None:
-            att.log.note(f"timed out after {att.claimed.timeout_s:g}s; process group killed")
+            att.log.note(f"timed out after {att.claimed.timeout_s:g}s; {_TIMEOUT_NOTES[node.type]}")
             return RunResult(ok=False, reason="timeout")
         att.log.note(_STOP_NOTES[att.stop_reason])
         return RunResult(ok=False, reason=att.stop_reason)

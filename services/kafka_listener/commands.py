@@ -2,7 +2,7 @@
 
 Talks to the brokers of `SLUICE_KAFKA_BOOTSTRAP` (with its TLS/SASL settings), or `--bootstrap`;
 with neither, to the embedded broker of `sluice dev` (127.0.0.1:$SLUICE_DEV_KAFKA_PORT, default
-19092)::
+19092):
 
     sluice produce user-behavior-topic '{"user_id": "u1", "action_type": "login"}'
     sluice produce user-behavior-topic --key u1 --header message-id=m-1 @event.json
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -88,14 +89,16 @@ async def produce(
         request_timeout_ms=int(_SEND_TIMEOUT_S * 1000),
         **client_options(settings),
     )
-    async with asyncio.timeout(_SEND_TIMEOUT_S):
-        await client.start()
-        try:
+    try:
+        async with asyncio.timeout(_SEND_TIMEOUT_S):
+            # start() inside the try: a producer that failed to start is still closed, else
+            # its finalizer prints "Unclosed AIOKafkaProducer" after the error line.
+            await client.start()
             sent = await client.send_and_wait(
                 topic, value, key=key, headers=headers or [], partition=partition
             )
-        finally:
-            await client.stop()
+    finally:
+        await client.stop()
     return {
         "topic": sent.topic,
         "partition": sent.partition,
@@ -105,7 +108,7 @@ async def produce(
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"sluice produce: {message}\n")
+    sys.stderr.write(f"error: {message}\n")
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
@@ -118,12 +121,17 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         _err(str(exc))
         return 2
     key = None if args.key is None else args.key.encode()
+    # The failure is reported below in one line; aiokafka's own error lines would repeat it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         sent = asyncio.run(
             produce(settings, args.topic, value, key=key, headers=headers, partition=args.partition)
         )
     except Exception as exc:
-        _err(f"{settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
+        text = str(exc)
+        kind = type(exc).__name__
+        # aiokafka's errors start with their own class name already.
+        _err(f"{settings.kafka_bootstrap}: {text if text.startswith(kind) else f'{kind}: {text}'}")
         return 1
     if args.json:
         sys.stdout.write(json.dumps(sent) + "\n")

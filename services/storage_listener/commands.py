@@ -1,7 +1,7 @@
 """`sluice upload FILE DEST`: put a local file into a bucket, e.g. to trigger a workflow.
 
 Talks to the S3 endpoint of `SLUICE_S3_ENDPOINT` (or `--endpoint`), which under `sluice dev` is the
-embedded S3 whose bucket notifications the storage listener reads::
+embedded S3 whose bucket notifications the storage listener reads:
 
     sluice upload ./a.csv s3://data/input/a.csv
     sluice upload ./a.csv data/input/        # key input/a.csv
@@ -86,7 +86,7 @@ async def upload(
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"sluice upload: {message}\n")
+    sys.stderr.write(f"error: {message}\n")
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:

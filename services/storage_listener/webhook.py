@@ -143,7 +143,7 @@ class WebhookApp:
             # MinIO probes a webhook target with HEAD before it registers it as online.
             await _respond(send, 200, b"", content_type=None)
         elif path == HOOK_PATH:
-            await _respond(send, 405, _json({"detail": "use POST"}), headers=[(b"allow", b"POST")])
+            await _respond(send, 405, _error(405, "use POST"), headers=[(b"allow", b"POST")])
         elif path == "/healthz" and method == "GET":
             await _respond(send, 200, b'{"status":"ok"}')
         elif path == "/readyz" and method == "GET":
@@ -158,7 +158,7 @@ class WebhookApp:
         elif path == "/metrics" and method == "GET":
             await _respond(send, 200, generate_latest(), content_type=CONTENT_TYPE_LATEST)
         else:
-            await _respond(send, 404, _json({"detail": "not found"}))
+            await _respond(send, 404, _error(404, "no such route"))
 
     async def _hook(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[Header]]:
         headers = dict(scope["headers"])
@@ -176,7 +176,7 @@ class WebhookApp:
                 client=client[0] if client else None,
             )
             detail = NO_TOKEN_DETAIL if not self._digests else "missing or wrong bearer token"
-            return 401, _json({"detail": detail}), [(b"www-authenticate", b"Bearer")]
+            return 401, _error(401, detail), [(b"www-authenticate", b"Bearer")]
         declared = headers.get(b"content-length", b"")
         body, oversize = await _read_body(receive, declared, self._max_body_bytes)
         received_at = self._clock()
@@ -190,8 +190,8 @@ class WebhookApp:
         except Exception as exc:
             self._state.failed(f"{type(exc).__name__}: {exc}", self._clock())
             log.error("webhook_admission_failed", error=str(exc), error_type=type(exc).__name__)
-            failure = {"detail": "the event could not be recorded; retry"}
-            return 503, _json(failure), [(b"retry-after", b"1")]
+            failure = _error(503, "the event could not be recorded; retry")
+            return 503, failure, [(b"retry-after", b"1")]
         self._state.ok(self._clock())
         invalid = any(e.error for e in events)
         metrics.NOTIFICATIONS.labels(
@@ -235,6 +235,19 @@ def _detail(token_count: int, max_body_bytes: int) -> str:
 
 def _json(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+# The API's error shape, so a client reads every sluice error the same way.
+_ERROR_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    503: "unavailable",
+}
+
+
+def _error(status: int, message: str) -> bytes:
+    return _json({"error": {"code": _ERROR_CODES.get(status, "error"), "message": message}})
 
 
 async def _respond(
@@ -302,7 +315,7 @@ async def serve(
         lifespan="off",
         timeout_graceful_shutdown=max(int(drain_timeout_s), 1),
     )
-    server = QuietServer(config)
+    server = QuietServer(config, name="webhook")
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:

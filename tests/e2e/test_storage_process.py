@@ -153,4 +153,4 @@ async def test_upload_of_a_missing_file_fails_clearly(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 2
-    assert done.stderr.decode().strip() == f"sluice upload: {tmp_path / 'nope.csv'}: no such file"
+    assert done.stderr.decode().strip() == f"error: {tmp_path / 'nope.csv'}: no such file"

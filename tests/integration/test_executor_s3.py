@@ -10,6 +10,7 @@ import pytest
 from services.executor.logs import read_log
 from shared.db import connections
 from shared.db.connections import ConnectionSpec
+from shared.embedded.process import free_port
 from shared.embedded.s3 import EmbeddedS3, ensure_bucket
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
@@ -81,8 +82,36 @@ async def test_s3_object_check(
         assert last == (
             "[sluice] probe 1: condition met"
             if final == "succeeded"
-            else "[sluice] timed out after 1s; process group killed"
+            else "[sluice] timed out after 1s; the condition did not hold in time"
         )
+
+
+async def test_s3_object_check_names_an_unreachable_endpoint(pool: Pool, db_url: str) -> None:
+    port = free_port()  # nothing listens there: every probe is refused at once
+    async with pool.acquire() as conn:
+        await connections.upsert(
+            conn,
+            DEFAULT_WS,
+            ConnectionSpec(
+                name="down",
+                kind="s3",
+                config={"endpoint_url": f"http://127.0.0.1:{port}"},
+                secrets={"access_key_id": "k", "secret_access_key": "s"},
+            ),
+            suite_box(),
+        )
+    check = {"kind": "s3_object", "bucket": "b", "key": "k", "connection": "down"}
+    node = {"name": "c", "type": "check", "check": check, "interval_s": 0.2, "timeout_s": 2}
+    version = await save(pool, flow("s3down", [node]))
+    [iid] = await enqueue(pool, version)
+    async with running_executor(db_url):
+        assert await wait_instance(pool, iid) == "failed"
+    lines = (await log_text(pool, iid, "c")).splitlines()
+    # botocore's retries would outlast the timeout; one try per probe shows the endpoint's error.
+    assert lines[0].startswith("[sluice] probe 1: unreachable (EndpointConnectionError: ")
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert len([line for line in lines if "unreachable" in line]) >= 2
+    assert lines[-1] == "[sluice] timed out after 2s; the condition did not hold in time"
 
 
 async def test_sync_round_trip_between_s3_and_postgres(
@@ -136,3 +165,29 @@ async def test_sync_round_trip_between_s3_and_postgres(
     async with response["Body"] as body:
         assert (await body.read()).decode() == 'id,name\n1,ANN\n2,"B, WITH COMMA"\n3,Ü\n'
     assert "COPY 3 into raw.Users" in await log_text(pool, iid, "load")
+
+
+async def test_a_csv_load_error_names_the_line(
+    pool: Pool, db_url: str, embedded_s3: EmbeddedS3, s3_client: Any
+) -> None:
+    await add_connections(pool, db_url, embedded_s3)
+    bucket = unique("badcsv")
+    await ensure_bucket(s3_client, bucket)
+    await s3_client.put_object(Bucket=bucket, Key="in.csv", Body=b"id\n1\n2\nthree\n")
+    await pool.execute("CREATE TABLE numbers (id int)")
+    sync = {
+        "kind": "s3_to_postgres",
+        "s3_connection": "store",
+        "bucket": bucket,
+        "key": "in.csv",
+        "connection": "db",
+        "table": "numbers",
+    }
+    version = await save(pool, flow("badcsv", [{"name": "load", "type": "sync", "sync": sync}]))
+    [iid] = await enqueue(pool, version)
+    async with running_executor(db_url):
+        assert await wait_instance(pool, iid) == "failed"
+    text = await log_text(pool, iid, "load")
+    # Line 4 of the file (the header is line 1), as PostgreSQL's CONTEXT says.
+    assert f"load of s3://{bucket}/in.csv failed: COPY numbers, line 4, column id" in text
+    assert 'invalid input syntax for type integer: "three"' in text

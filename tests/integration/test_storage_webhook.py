@@ -78,7 +78,8 @@ async def test_bearer_tokens_with_rotation(
         # Nothing recorded: an unauthenticated caller cannot fill the audit trail.
         assert await count(pool, "events") == 0
         expected = "SLUICE_WEBHOOK_TOKENS is empty" if not tokens else "wrong bearer token"
-        assert expected in response.json()["detail"]
+        error = response.json()["error"]
+        assert error["code"] == "unauthorized" and expected in error["message"]
     else:
         assert await count(pool, "events") == 1
         assert await count(pool, "instances") == 1

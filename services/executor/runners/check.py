@@ -5,17 +5,21 @@
   strings '', 'f', 'false', '0', 'no', 'off' are not).
 - `s3_object`: the object exists (HEAD succeeds; 404 means not yet).
 
-A probe that cannot reach its database or endpoint is logged and tried again at the next
-interval; a wrong connection name or a broken query fails the node at once.
+A probe that cannot reach its database or endpoint is logged as "unreachable" with the error and
+tried again at the next interval; a wrong connection name or a broken query fails the node at
+once. Each probe is bounded by the time the node has left (minus a margin), so the last line before
+a timeout says what the endpoint answered rather than leaving a probe cut off mid-retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import asyncpg
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from services.executor.runners import connect
 from services.executor.runners.base import AttemptContext, RunResult
@@ -23,7 +27,9 @@ from shared.models.workflows import CheckNode, S3ObjectCheck, SqlCheck
 
 _FALSE_STRINGS = frozenset({"", "f", "false", "0", "no", "off"})
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, EndpointConnectionError)
+_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, EndpointUnreachable, HTTPClientError)
+# A probe ends this long (at most) before the node's timeout, so its outcome is logged first.
+_PROBE_MARGIN_S = 0.2
 
 
 def truthy(value: Any) -> bool:
@@ -53,12 +59,13 @@ async def _probe_sql(ctx: AttemptContext, check: SqlCheck) -> bool:
         return truthy(await conn.fetchval(ctx.prepared.code, *ctx.prepared.args))
 
 
-async def _probe_s3(ctx: AttemptContext, check: S3ObjectCheck) -> bool:
+async def _probe_s3(ctx: AttemptContext, check: S3ObjectCheck, within_s: float | None) -> bool:
     async with connect.s3(
         ctx.services.pool,
         ctx.claimed.workspace_id,
         check.connection,
         ctx.services.settings.secret_box(),
+        within_s=within_s,
     ) as client:
         try:
             await client.head_object(Bucket=check.bucket, Key=check.key)
@@ -73,14 +80,22 @@ async def run(ctx: AttemptContext) -> RunResult:
     node = ctx.node
     assert isinstance(node, CheckNode)
     check = node.check
+    timeout_s = ctx.claimed.timeout_s
+    deadline = None
+    if timeout_s is not None:
+        deadline = time.monotonic() + timeout_s - min(_PROBE_MARGIN_S, timeout_s / 10)
     probe = 0
     while True:
         probe += 1
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.05)
         try:
             if isinstance(check, SqlCheck):
-                met = await _probe_sql(ctx, check)
+                met = await asyncio.wait_for(_probe_sql(ctx, check), left)
             else:
-                met = await _probe_s3(ctx, check)
+                met = await asyncio.wait_for(_probe_s3(ctx, check, left), left)
+        except TimeoutError:
+            ctx.log.note(f"probe {probe}: unreachable (no answer within {left or 0:.1f}s)")
+            met = False
         except _TRANSIENT as exc:
             ctx.log.note(f"probe {probe}: unreachable ({type(exc).__name__}: {exc})")
             met = False

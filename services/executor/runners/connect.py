@@ -245,14 +245,31 @@ async def postgres(
 
 @asynccontextmanager
 async def s3(
-    pool: Executor, workspace_id: int, name: str | None, box: SecretBox
+    pool: Executor,
+    workspace_id: int,
+    name: str | None,
+    box: SecretBox,
+    *,
+    within_s: float | None = None,
 ) -> AsyncIterator[Any]:
-    """An S3 client for a workspace s3 connection; None is an error (no platform fallback)."""
+    """An S3 client for a workspace s3 connection; None is an error (no platform fallback).
+
+    `within_s`: one try per request, each bounded by this many seconds, so a caller on a
+    deadline sees the endpoint's error rather than botocore's retries running out its time."""
     if not name:
         raise ConnectionConfigError(NO_S3_CONNECTION)
     resolved = await connections.resolve(pool, workspace_id, name, box)
     params = s3_params(resolved, name)
     style = params.pop("addressing_style", "auto")
     config = AioConfig(s3={"addressing_style": style})
+    if within_s is not None:
+        bound = max(within_s, 0.1)
+        config = config.merge(
+            AioConfig(
+                connect_timeout=bound,
+                read_timeout=bound,
+                retries={"total_max_attempts": 1},
+            )
+        )
     async with get_session().create_client("s3", config=config, **params) as client:
         yield client

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from services.executor.runners import connect
 from services.executor.runners.base import AttemptContext, RunResult
 from shared.models.workflows import PostgresToS3, S3ToPostgres, SyncNode
@@ -71,9 +73,16 @@ async def _s3_to_postgres(ctx: AttemptContext, sync: S3ToPostgres) -> None:
         async with conn.transaction():
             if sync.truncate:
                 await conn.execute(f"TRUNCATE {qualified(sync.table)}")
-            status = await conn.copy_to_table(
-                table, schema_name=schema, source=path, format="csv", header=sync.header
-            )
+            try:
+                status = await conn.copy_to_table(
+                    table, schema_name=schema, source=path, format="csv", header=sync.header
+                )
+            except asyncpg.PostgresError as exc:
+                # The error's text lacks where in the file it is; PostgreSQL's CONTEXT has the line.
+                context = getattr(exc, "context", None)
+                if context:
+                    ctx.log.note(f"load of s3://{sync.bucket}/{sync.key} failed: {context}")
+                raise
     ctx.log.note(f"{status} into {sync.table}")
 
 
