@@ -21,15 +21,34 @@ groups AS (
     SELECT g.name, GREATEST(g.slots - coalesce(r.n, 0), 0) AS free
     FROM resource_groups g LEFT JOIN running r ON r.resource_group = g.name
 ),
+-- Aging (policy.aging_s) only ever raises a row's priority, so the head of each group by
+-- effective priority is within the head by static priority plus the head of its aging rows: both
+-- are read (each a LIMIT scan of a partial index) and ranked together by effective priority.
 candidates AS (
     SELECT c.*
     FROM groups g
     CROSS JOIN LATERAL (
-        SELECT n.id, n.priority, n.weight, n.instance_created_at
+        SELECT n.id, n.weight, n.instance_created_at,
+               sluice_aged_priority(n.priority, extract(epoch FROM now() - n.ready_at),
+                                    n.aging_s) AS priority
         FROM node_instances n
         WHERE n.state = 'ready' AND n.resource_group = g.name
           AND (n.not_before IS NULL OR n.not_before <= now())
         ORDER BY n.priority DESC, n.weight DESC, n.instance_created_at, n.id
+        LIMIT LEAST(g.free, (SELECT n FROM budget))
+        FOR UPDATE OF n SKIP LOCKED
+    ) c
+    UNION
+    SELECT c.*
+    FROM groups g
+    CROSS JOIN LATERAL (
+        SELECT n.id, n.weight, n.instance_created_at,
+               sluice_aged_priority(n.priority, extract(epoch FROM now() - n.ready_at),
+                                    n.aging_s) AS priority
+        FROM node_instances n
+        WHERE n.state = 'ready' AND n.resource_group = g.name AND n.aging_s IS NOT NULL
+          AND (n.not_before IS NULL OR n.not_before <= now())
+        ORDER BY 4 DESC, n.weight DESC, n.instance_created_at, n.id
         LIMIT LEAST(g.free, (SELECT n FROM budget))
         FOR UPDATE OF n SKIP LOCKED
     ) c

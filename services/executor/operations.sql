@@ -53,11 +53,16 @@ backfill_places AS (
            ), 0) AS free
     FROM waiting_backfills q JOIN backfills b ON b.id = q.id
 ),
+-- Aging (policy.aging_s) only raises a priority: the head by effective priority is within the
+-- head by static priority plus the head of the aging rows (see claim_nodes); `queue_priority`
+-- below is the effective one.
 candidates AS (
-    SELECT c.*
+    SELECT p.workflow_id, p.free, c.*
     FROM places p
     CROSS JOIN LATERAL (
-        SELECT i.id, i.backfill_id, i.queue_priority, i.created_at
+        SELECT i.id, i.backfill_id, i.created_at,
+               sluice_aged_priority(i.queue_priority, extract(epoch FROM now() - i.created_at),
+                                    i.aging_s) AS queue_priority
         FROM instances i
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting'
           AND (i.backfill_id IS NULL OR EXISTS (
@@ -66,14 +71,31 @@ candidates AS (
         LIMIT p.free
         FOR UPDATE OF i SKIP LOCKED
     ) c
+    UNION
+    SELECT p.workflow_id, p.free, c.*
+    FROM places p
+    CROSS JOIN LATERAL (
+        SELECT i.id, i.backfill_id, i.created_at,
+               sluice_aged_priority(i.queue_priority, extract(epoch FROM now() - i.created_at),
+                                    i.aging_s) AS queue_priority
+        FROM instances i
+        WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting' AND i.aging_s IS NOT NULL
+          AND (i.backfill_id IS NULL OR EXISTS (
+                SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+        ORDER BY 4 DESC, i.created_at, i.id
+        LIMIT p.free
+        FOR UPDATE OF i SKIP LOCKED
+    ) c
 ),
 picked AS (
     SELECT c.id, c.created_at
     FROM (SELECT c.*, row_number() OVER (PARTITION BY c.backfill_id
-                                         ORDER BY c.queue_priority DESC, c.created_at, c.id) AS nth
+                                         ORDER BY c.queue_priority DESC, c.created_at, c.id) AS nth,
+                 row_number() OVER (PARTITION BY c.workflow_id
+                                    ORDER BY c.queue_priority DESC, c.created_at, c.id) AS rank
           FROM candidates c) c
     LEFT JOIN backfill_places bp ON bp.id = c.backfill_id
-    WHERE c.backfill_id IS NULL OR c.nth <= bp.free
+    WHERE (c.backfill_id IS NULL OR c.nth <= bp.free) AND c.rank <= c.free
 )
 -- `candidates` locked the rows and re-checked they are waiting: they are updated by id alone.
 UPDATE instances i SET state = 'running', started_at = clock_timestamp(), finished_at = NULL

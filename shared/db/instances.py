@@ -100,8 +100,9 @@ async def create_instances(
         return []
     states, reasons, replaced = await _overflow_states(conn, items)
     ids = await next_ids(conn, "instances_id_seq", len(items))
-    cols: list[list[Any]] = [[] for _ in range(18)]
+    cols: list[list[Any]] = [[] for _ in range(19)]
     node_cols: list[list[Any]] = [[] for _ in range(11)]
+    node_aging: list[float | None] = []
     for index, (iid, item) in enumerate(zip(ids, items, strict=True)):
         spec = item.version.spec
         row = (
@@ -123,6 +124,7 @@ async def create_instances(
             item.backfill_id,
             item.rerun_of,
             reasons[index],
+            spec.policy.aging_s,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
@@ -149,9 +151,10 @@ async def create_instances(
                 strict=True,
             ):
                 col.append(value)
+            node_aging.append(spec.policy.aging_s)
     inserted = {int(r["id"]) for r in await conn.fetch(Q["insert_instances"], *cols)}
     if inserted:
-        await conn.execute(Q["insert_nodes"], *node_cols, list(inserted))
+        await conn.execute(Q["insert_nodes"], *node_cols, list(inserted), node_aging)
         if notify:
             await conn.execute(Q["notify_instances"])
     return [

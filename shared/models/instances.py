@@ -66,6 +66,8 @@ class NodeInstanceOut(Record):
     resource_group: str
     upstream: list[str]
     attempts: list[AttemptOut] = Field(default_factory=list)
+    # Priority after aging (policy.aging_s) while the node is ready; else its priority.
+    effective_priority: int | None = None
 
 
 class InstanceOut(Record):
@@ -86,3 +88,7 @@ class InstanceOut(Record):
     started_at: datetime | None
     finished_at: datetime | None
     nodes: list[NodeInstanceOut] = Field(default_factory=list)
+    # Seconds per aging level (policy.aging_s at creation) and the queue priority it has reached
+    # while waiting (its queue priority once promoted).
+    aging_s: float | None = None
+    effective_priority: int | None = None

@@ -141,6 +141,9 @@ class Policy(Spec):
     notify: list[NotifyRule] = Field(default_factory=list)
     # An instance unfinished this long after its creation raises `sla_miss` once.
     sla_s: float | None = Field(default=None, gt=0, le=365 * 86400)
+    # A waiting instance or ready node gains one priority level per `aging_s` seconds waited, so
+    # sustained high-priority load cannot starve lower levels forever.
+    aging_s: float | None = Field(default=None, gt=0, le=7 * 86400)
 
 
 class Schedule(Spec):
