@@ -53,16 +53,15 @@ backfill_places AS (
            ), 0) AS free
     FROM waiting_backfills q JOIN backfills b ON b.id = q.id
 ),
--- Aging (policy.aging_s) only raises a priority: the head by effective priority is within the
--- head by static priority plus the head of the aging rows (see claim_nodes); `queue_priority`
--- below is the effective one.
+-- Aging (policy.aging_s) only raises a row: the head by aging rank is within the head by static
+-- priority plus the head of the aging rows (see claim_nodes); `queue_priority` below is the rank.
 candidates AS (
     SELECT p.workflow_id, p.free, c.*
     FROM places p
     CROSS JOIN LATERAL (
         SELECT i.id, i.backfill_id, i.created_at,
-               sluice_aged_priority(i.queue_priority, extract(epoch FROM now() - i.created_at),
-                                    i.aging_s) AS queue_priority
+               sluice_aging_rank(i.queue_priority, extract(epoch FROM now() - i.created_at),
+                                 i.aging_s) AS queue_priority
         FROM instances i
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting'
           AND (i.backfill_id IS NULL OR EXISTS (
@@ -76,8 +75,8 @@ candidates AS (
     FROM places p
     CROSS JOIN LATERAL (
         SELECT i.id, i.backfill_id, i.created_at,
-               sluice_aged_priority(i.queue_priority, extract(epoch FROM now() - i.created_at),
-                                    i.aging_s) AS queue_priority
+               sluice_aging_rank(i.queue_priority, extract(epoch FROM now() - i.created_at),
+                                 i.aging_s) AS queue_priority
         FROM instances i
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting' AND i.aging_s IS NOT NULL
           AND (i.backfill_id IS NULL OR EXISTS (

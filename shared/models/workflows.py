@@ -143,7 +143,7 @@ class Policy(Spec):
     sla_s: float | None = Field(default=None, gt=0, le=365 * 86400)
     # A waiting instance or ready node gains one priority level per `aging_s` seconds waited, so
     # sustained high-priority load cannot starve lower levels forever.
-    aging_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    aging_s: float | None = Field(default=None, ge=1, le=7 * 86400)
 
 
 class Schedule(Spec):

@@ -18,6 +18,25 @@ Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 
 @pytest.mark.parametrize(
+    ("base", "waited", "aging", "rank"),
+    [
+        (1, 0.0, 60.0, 0),
+        (8, 0.0, 60.0, 4),
+        (8, 0.0, None, 4),
+        (1, 240.0, 60.0, 4),
+        (1, 300.0, 60.0, 5),
+        (7, 61.0, 60.0, 4),
+        (1, 1e12, 1.0, 10**12),
+    ],
+)
+async def test_aging_rank_counts_past_the_top_level(
+    pool: Pool, base: int, waited: float, aging: float | None, rank: int
+) -> None:
+    got = await pool.fetchval("SELECT sluice_aging_rank($1, $2, $3)", base, waited, aging)
+    assert got == rank
+
+
+@pytest.mark.parametrize(
     ("base", "waited", "aging", "level"),
     [
         (1, 0.0, 60.0, 1),
@@ -100,6 +119,16 @@ async def test_aging_reaches_the_top_level_and_then_ties_break_by_age(pool: Pool
         await ready_all(conn, [low_2], 41)
         # Level 8 reached; it was created first, so it leads the 8s.
         assert (await drain(conn))[0] == low_2
+    highs = await enqueue(pool, high, 3)
+    [low_3] = await enqueue(pool, low)
+    async with pool.acquire() as conn:
+        await ready_all(conn, highs, 0)
+        await ready_all(conn, [low_3], 51)
+        # Five intervals: past 8, it goes ahead of older priority-8 work that does not age, while
+        # it shows as 8.
+        detail = await instance_repo.get(conn, DEFAULT_WS, low_3)
+        assert [n.effective_priority for n in detail.nodes] == [8]
+        assert (await drain(conn))[0] == low_3
 
 
 async def test_a_retry_waiting_for_its_delay_does_not_age(pool: Pool) -> None:
@@ -162,3 +191,19 @@ async def test_admission_without_aging_is_strict(pool: Pool) -> None:
         promoted = await promote_instances(conn)
     assert sorted(promoted) == highs[:2]
     assert (await instance_repo.get(pool, DEFAULT_WS, low)).aging_s is None
+
+
+async def test_aging_rows_never_exceed_a_groups_free_slots(pool: Pool) -> None:
+    await pool.execute("INSERT INTO resource_groups (name, slots) VALUES ('two', 2)")
+    low = await save(
+        pool, flow("low", [shell_node("a")], priority=1, aging_s=10, resource_group="two")
+    )
+    high = await save(pool, flow("high", [shell_node("a")], priority=8, resource_group="two"))
+    lows = await enqueue(pool, low, 3)
+    highs = await enqueue(pool, high, 3)
+    async with pool.acquire() as conn:
+        await ready_all(conn, [*lows, *highs], 0)
+        # The executor could take 10; the group has 2 slots: the two priority-8 heads win.
+        claimed = await claim_nodes(conn, "x", lease_s=30, free=10, concurrency=100, batch=10)
+        assert sorted(c.instance_id for c in claimed) == highs[:2]
+        assert await claim_nodes(conn, "x", lease_s=30, free=10, concurrency=100, batch=10) == []

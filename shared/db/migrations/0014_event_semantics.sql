@@ -4,16 +4,26 @@
 ALTER TABLE instances ADD COLUMN aging_s double precision;
 ALTER TABLE node_instances ADD COLUMN aging_s double precision;
 
--- The level a row has reached after `waited_s` seconds. Immutable and written as one SELECT so
--- the planner inlines it into the ordering of the claim statements.
+-- The rank a row has reached after `waited_s` seconds: its place on the ladder plus one per
+-- interval waited, without a ceiling, so a row that aged past level 8 goes ahead of priority-8
+-- work that did not (that is what bounds its wait). Immutable single SELECTs, so the planner
+-- inlines them into the claim statements.
+CREATE FUNCTION sluice_aging_rank(base integer, waited_s double precision,
+                                  aging_s double precision)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_position(ARRAY[1, 3, 5, 7, 8], base) - 1, base)::bigint
+           + CASE WHEN aging_s IS NULL OR waited_s IS NULL OR waited_s < aging_s THEN 0
+                  ELSE LEAST(floor(waited_s / aging_s), 1e15)::bigint END
+$$;
+
+-- The priority level shown for that rank: 1 -> 3 -> 5 -> 7 -> 8, then 8.
 CREATE FUNCTION sluice_aged_priority(base integer, waited_s double precision,
                                      aging_s double precision)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN aging_s IS NULL OR waited_s IS NULL OR waited_s < aging_s THEN base
         ELSE coalesce((ARRAY[1, 3, 5, 7, 8])[
-                 LEAST(array_position(ARRAY[1, 3, 5, 7, 8], base) + floor(waited_s / aging_s),
-                       5)::int], base)
+                 LEAST(sluice_aging_rank(base, waited_s, aging_s), 4)::int + 1], base)
     END
 $$;
 
