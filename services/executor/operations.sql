@@ -53,6 +53,8 @@ backfill_places AS (
            ), 0) AS free
     FROM waiting_backfills q JOIN backfills b ON b.id = q.id
 ),
+-- Lanes (policy.lane): only the head of a lane (its lowest waiting id) may start, and only while
+-- no instance of the lane runs; one admitter at a time, so two heads never start together.
 -- Aging (policy.aging_s) only raises a row: the head by aging rank is within the head by static
 -- priority plus the head of the aging rows (see claim_nodes); `queue_priority` below is the rank.
 candidates AS (
@@ -66,6 +68,10 @@ candidates AS (
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting'
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+          AND (i.lane IS NULL OR NOT EXISTS (
+                SELECT 1 FROM instances o
+                WHERE o.workflow_id = i.workflow_id AND o.lane = i.lane
+                  AND (o.state = 'running' OR (o.state = 'waiting' AND o.id < i.id))))
         ORDER BY i.queue_priority DESC, i.created_at, i.id
         LIMIT p.free
         FOR UPDATE OF i SKIP LOCKED
@@ -81,6 +87,10 @@ candidates AS (
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting' AND i.aging_s IS NOT NULL
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+          AND (i.lane IS NULL OR NOT EXISTS (
+                SELECT 1 FROM instances o
+                WHERE o.workflow_id = i.workflow_id AND o.lane = i.lane
+                  AND (o.state = 'running' OR (o.state = 'waiting' AND o.id < i.id))))
         ORDER BY 4 DESC, i.created_at, i.id
         LIMIT p.free
         FOR UPDATE OF i SKIP LOCKED

@@ -92,3 +92,5 @@ class InstanceOut(Record):
     # while waiting (its queue priority once promoted).
     aging_s: float | None = None
     effective_priority: int | None = None
+    # policy.lane resolved at admission ("" when the template did not resolve).
+    lane: str | None = None

@@ -144,6 +144,9 @@ class Policy(Spec):
     # A waiting instance or ready node gains one priority level per `aging_s` seconds waited, so
     # sustained high-priority load cannot starve lower levels forever.
     aging_s: float | None = Field(default=None, ge=1, le=7 * 86400)
+    # Ordered lane, a template resolved at admission (e.g. `${workflow.triggerMessage.key}`):
+    # instances with the same value run one at a time in admission order.
+    lane: str | None = Field(default=None, min_length=1, max_length=1000)
 
 
 class Schedule(Spec):

@@ -33,3 +33,10 @@ CREATE INDEX node_instances_ready_aging ON node_instances (resource_group, ready
     WHERE state = 'ready' AND aging_s IS NOT NULL;
 CREATE INDEX instances_waiting_aging ON instances (workflow_id, created_at, id)
     WHERE state = 'waiting' AND aging_s IS NOT NULL;
+
+-- Ordered lanes (policy.lane): the lane value resolved at admission. Instances of a workflow with
+-- the same value run one at a time, in instance id (admission) order; the index finds a lane's
+-- running instance and its earlier waiting ones.
+ALTER TABLE instances ADD COLUMN lane text;
+CREATE INDEX instances_lane ON instances (workflow_id, lane, id)
+    WHERE lane IS NOT NULL AND state IN ('waiting', 'running');
