@@ -35,3 +35,10 @@ def test_aging_s_is_at_least_one_second_and_named_in_the_error() -> None:
     }
     with pytest.raises(ValidationError, match=r"policy\.aging_s"):
         WorkflowSpec.model_validate({**spec, "policy": {"aging_s": 0.5}})
+
+
+def test_ordered_lanes_example() -> None:
+    [doc] = read_specs(EXAMPLES / "ordered_lanes")
+    spec = WorkflowSpec.model_validate({k: v for k, v in doc.items() if k != "__file__"})
+    assert spec.policy.lane == "${workflow.triggerMessage.key}"
+    assert spec.policy.max_parallel_instances == 10
