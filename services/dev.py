@@ -115,7 +115,7 @@ def read_specs(directory: Path) -> list[dict[str, Any]]:
             for item in items:
                 if isinstance(item, dict):
                     docs.append({**item, "__file__": str(path)})
-    docs.sort(key=lambda d: 0 if d.get("type") in ("kafka", "s3") else 1)
+    docs.sort(key=lambda d: 0 if d.get("type") in ("kafka", "s3", "workflow") else 1)
     return docs
 
 
@@ -125,7 +125,7 @@ async def load_examples(conn: Connection, directory: Path) -> list[str]:
     for doc in read_specs(directory):
         origin = doc.pop("__file__")
         try:
-            if doc.get("type") in ("kafka", "s3"):
+            if doc.get("type") in ("kafka", "s3", "workflow"):
                 trigger = _TRIGGERS.validate_python(doc)
                 await trigger_repo.upsert(conn, "default", 1, trigger)
                 loaded.append(f"trigger {trigger.name}")

@@ -6,15 +6,17 @@ import hashlib
 import json
 from typing import Any
 
-from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec
+from shared.models.triggers import AnyTriggerSpec, KafkaTriggerSpec, WorkflowTriggerSpec
 
 
 class DedupError(ValueError):
     """The dedup key cannot be computed from this message (e.g. a template path is missing)."""
 
 
-def dedup_key(trigger: KafkaTriggerSpec | S3TriggerSpec, message: dict[str, Any]) -> str | None:
+def dedup_key(trigger: AnyTriggerSpec, message: dict[str, Any]) -> str | None:
     """The key admissions are unique on, or None when the trigger does not deduplicate."""
+    if isinstance(trigger, WorkflowTriggerSpec):
+        return workflow_dedup_key(trigger, message)
     if isinstance(trigger, KafkaTriggerSpec):
         if trigger.dedup == "offset":
             return kafka_record_key(message)
@@ -49,6 +51,20 @@ def dedup_key(trigger: KafkaTriggerSpec | S3TriggerSpec, message: dict[str, Any]
     return f"{bucket}/{key}#{marker}"
 
 
+def workflow_dedup_key(trigger: WorkflowTriggerSpec, message: dict[str, Any]) -> str:
+    """Once per upstream instance and final state; with `refire_on_rerun`, once per ending.
+
+    A failed instance rerun to success fires a `succeeded` trigger either way (a new state);
+    a rerun that succeeds *again* fires again only with `refire_on_rerun`.
+    """
+    instance_id = message.get("instance_id")
+    if not isinstance(instance_id, int):
+        raise DedupError("message has no upstream instance_id")
+    if trigger.refire_on_rerun:
+        return f"instance:{instance_id}#{message.get('generation')}"
+    return f"instance:{instance_id}:{message.get('state')}"
+
+
 _CONTENT_FIELDS = ("key", "value", "headers", "key_encoding", "value_encoding", "header_encodings")
 _COMPARED_FIELDS = ("timestamp", "key", "value", "headers")
 
@@ -79,9 +95,7 @@ def kafka_record_key(message: dict[str, Any]) -> str:
     return f"{position}#{digest[:32]}"
 
 
-def legacy_kafka_key(
-    trigger: KafkaTriggerSpec | S3TriggerSpec, message: dict[str, Any]
-) -> str | None:
+def legacy_kafka_key(trigger: AnyTriggerSpec, message: dict[str, Any]) -> str | None:
     """The key older versions admitted this record under (`offset` mode only), else None.
 
     Such a key names a position, not a record: intake counts a hit on it as a duplicate only when

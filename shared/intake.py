@@ -61,6 +61,8 @@ class _Record:
     id: int = 0
     outcomes: list[_Outcome] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
+    # Matched no workspace's trigger: audited in `default`, readable by platform admins only.
+    platform_only: bool = False
 
 
 @dataclass
@@ -233,7 +235,7 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
         if not by_ws:
             if default_ws is None:
                 default_ws = await _default_workspace(conn)
-            record = _Record(event, default_ws)
+            record = _Record(event, default_ws, platform_only=True)
             if event.error:
                 record.outcomes.append(_Outcome(None, None, None, "invalid", event.error))
             else:
@@ -302,7 +304,7 @@ def _evaluate_trigger(
 
 async def _insert_events(conn: Connection, records: list[_Record]) -> None:
     ids = await next_ids(conn, "events_id_seq", len(records))
-    cols: list[list[Any]] = [[] for _ in range(9)]
+    cols: list[list[Any]] = [[] for _ in range(10)]
     for rid, r in zip(ids, records, strict=True):
         r.id = rid
         payload, truncated = _payload(r.event)
@@ -317,6 +319,7 @@ async def _insert_events(conn: Connection, records: list[_Record]) -> None:
             payload,
             truncated,
             e.error,
+            r.platform_only,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)

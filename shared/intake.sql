@@ -1,8 +1,8 @@
 -- name: insert_events
 INSERT INTO events (id, workspace_id, source, subject, ref, received_at, payload,
-                    payload_truncated, error)
+                    payload_truncated, error, platform_only)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::jsonb[], $8::bool[], $9::text[]);
+                     $6::timestamptz[], $7::jsonb[], $8::bool[], $9::text[], $10::bool[]);
 
 -- name: insert_outcomes
 INSERT INTO event_outcomes (event_id, seq, trigger_id, trigger_name, workflow_name, outcome,

@@ -13,7 +13,12 @@ import jmespath
 import jmespath.exceptions
 import jmespath.parser
 
-from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec
+from shared.models.triggers import (
+    AnyTriggerSpec,
+    KafkaTriggerSpec,
+    S3TriggerSpec,
+    WorkflowTriggerSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,18 @@ def match_s3(trigger: S3TriggerSpec, message: dict[str, Any]) -> Match:
     return apply_filter(trigger.filter, message)
 
 
-def match(trigger: KafkaTriggerSpec | S3TriggerSpec, message: dict[str, Any]) -> Match:
+def match_workflow(trigger: WorkflowTriggerSpec, message: dict[str, Any]) -> Match:
+    """Does a finished upstream instance pass this trigger (workflow and final state)?"""
+    if message.get("workflow") != trigger.workflow:
+        return Match(False, f"workflow {message.get('workflow')!r} is not {trigger.workflow!r}")
+    if message.get("state") not in trigger.states:
+        return Match(False, f"state {message.get('state')!r} is not one of {trigger.states}")
+    return apply_filter(trigger.filter, message)
+
+
+def match(trigger: AnyTriggerSpec, message: dict[str, Any]) -> Match:
     if isinstance(trigger, KafkaTriggerSpec):
         return match_kafka(trigger, message)
+    if isinstance(trigger, WorkflowTriggerSpec):
+        return match_workflow(trigger, message)
     return match_s3(trigger, message)

@@ -13,4 +13,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A connection cut mid-statement (the server stopping) can surface as this asyncpg error.
+    asyncpg.InternalClientError,
 )

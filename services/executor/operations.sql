@@ -68,6 +68,8 @@ candidates AS (
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting'
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+          -- dependencies between workflows (migration 0013): wait for the upstream cycles
+          AND NOT i.blocked
           AND (i.lane IS NULL OR NOT EXISTS (
                 SELECT 1 FROM instances o
                 WHERE o.workflow_id = i.workflow_id AND o.lane = i.lane
@@ -87,6 +89,7 @@ candidates AS (
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting' AND i.aging_s IS NOT NULL
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+          AND NOT i.blocked
           AND (i.lane IS NULL OR NOT EXISTS (
                 SELECT 1 FROM instances o
                 WHERE o.workflow_id = i.workflow_id AND o.lane = i.lane

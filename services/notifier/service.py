@@ -52,7 +52,17 @@ from shared.secret_box import SecretBox
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.notifier")
-_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# A stopping server answers "shutting down" (CannotConnectNow, AdminShutdown), and a connection
+# cut mid-statement can surface as asyncpg's InternalClientError: all pass when it is back.
+_TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+)
 _RELISTEN_S = 1.0
 EVENT_STATES = {
     "start": "running",

@@ -48,8 +48,12 @@ async def create_backfill(
     request: BackfillRequest,
     *,
     now: datetime,
+    group_id: int | None = None,
 ) -> BackfillOut:
     """Create a backfill of the workflow's published version over [start, end].
+
+    `group_id`: the backfill group (see `create_backfills`) its instances' dependencies are
+    pinned to.
 
     Fire times after `now` are left to the schedule. Raises NotFound for an unknown workflow and
     Invalid (-> 422) when the workflow is unpublished, the interval holds no fire time, or more
@@ -89,6 +93,7 @@ async def create_backfill(
             request.parallelism,
             request.priority,
             request.order,
+            group_id,
         )
         assert row is not None  # INSERT ... RETURNING always returns the row
         backfill_id = int(row["id"])
@@ -222,4 +227,64 @@ async def rerun_backfill(
             continue  # active again, or nothing left to rerun in it
         done.append(instance_id)
     log.info("backfill_rerun", backfill_id=backfill_id, mode=mode, instances=len(done))
+    return done
+
+
+async def create_backfills(
+    conn: Connection,
+    workspace_id: int,
+    workflows: list[str],
+    request: BackfillRequest,
+    *,
+    now: datetime,
+) -> list[BackfillOut]:
+    """Backfill several workflows together, honouring the dependencies between them.
+
+    One backfill per workflow, all in one transaction and one group, created upstream first:
+    an instance of a dependant waits for the group's own upstream instance of its cycle (not an
+    older run of the same day), so A(d) runs before B(d) while different days run in parallel
+    up to each backfill's `parallelism`. Raises Invalid for an empty or repeated list.
+    """
+    if not workflows:
+        raise Invalid("workflows", "name at least one workflow")
+    if len(set(workflows)) != len(workflows):
+        raise Invalid("workflows", "a workflow is listed twice")
+    async with conn.transaction():
+        specs = {}
+        for name in workflows:
+            wf = await workflow_repo.get(conn, workspace_id, name)
+            if wf.published_version is None:
+                raise Invalid("workflows", f"workflow {name!r} has no published version")
+            specs[name] = (await workflow_repo.load_version(conn, wf.id, wf.published_version)).spec
+        order = upstream_first(
+            {n: [u for u, _ in s.upstream_workflows()] for n, s in specs.items()}
+        )
+        out: list[BackfillOut] = []
+        for name in order:
+            made = await create_backfill(
+                conn, workspace_id, name, request, now=now, group_id=out[0].id if out else None
+            )
+            if not out:
+                await conn.execute(Q["start_group"], made.id)
+            out.append(made)
+    return out
+
+
+def upstream_first(upstream: dict[str, list[str]]) -> list[str]:
+    """The workflows ordered so each comes after the ones it depends on (within the set).
+
+    Ties keep the given order. The set is acyclic: dependency cycles are rejected at save.
+    """
+    done: list[str] = []
+    placed: set[str] = set()
+    pending = list(upstream)
+    while pending:
+        for name in pending:
+            if all(u in placed or u == name or u not in upstream for u in upstream[name]):
+                done.append(name)
+                placed.add(name)
+                pending.remove(name)
+                break
+        else:
+            raise Invalid("workflows", "dependency cycle among " + ", ".join(pending))
     return done

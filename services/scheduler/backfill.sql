@@ -1,7 +1,12 @@
 -- name: insert_backfill
-INSERT INTO backfills (workspace_id, workflow_id, start_at, end_at, parallelism, priority, ordering)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO backfills (workspace_id, workflow_id, start_at, end_at, parallelism, priority, ordering,
+                       group_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id, created_at;
+
+-- name: start_group
+-- The first backfill of workflows backfilled together names the group.
+UPDATE backfills SET group_id = id WHERE id = $1;
 
 -- name: list_backfills
 -- Instances in the order the executor starts them: queue priority DESC, created_at ASC, id ASC.

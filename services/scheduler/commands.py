@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from services.api.client import Client
 from services.api.commands import UsageError, execute
-from shared.models.backfills import BackfillOut, BackfillRequest
+from shared.models.backfills import BackfillGroupOut, BackfillOut, BackfillRequest
 from shared.models.common import PRIORITIES
 
 
@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "bizdate of its time."
         ),
     )
-    parser.add_argument("workflow", help="workflow name")
+    parser.add_argument(
+        "workflow",
+        nargs="+",
+        help="workflow name; several are backfilled together, upstream first, each day's "
+        "dependants waiting for that day's upstream run",
+    )
     parser.add_argument(
         "--start",
         required=True,
@@ -74,11 +79,20 @@ def backfill(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         message = first["msg"].removeprefix("Value error, ")
         where = ".".join(str(part) for part in first["loc"])
         raise UsageError(f"invalid backfill: {where + ': ' if where else ''}{message}") from None
-    path = client.ws(f"/workflows/{quote(args.workflow, safe='')}/backfill")
+    workflows = [args.workflow] if isinstance(args.workflow, str) else list(args.workflow)
+    body = request.model_dump(mode="json")
+    if len(workflows) > 1:
+        path = client.ws("/backfills")
+        body = {**body, "workflows": workflows}
+    else:
+        path = client.ws(f"/workflows/{quote(workflows[0], safe='')}/backfill")
     # One Idempotency-Key per invocation: a retry after a lost answer creates no second group.
-    answer: Any = client.post_once(path, request.model_dump(mode="json"))
+    answer: Any = client.post_once(path, body)
     if args.json:
         out.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
+    elif len(workflows) > 1:
+        group = BackfillGroupOut.model_validate(answer)
+        out.write("\n".join(_summary(b) for b in group.backfills))
     else:
         out.write(_summary(BackfillOut.model_validate(answer)))
     return 0

@@ -25,6 +25,8 @@ import asyncpg
 import structlog
 
 from services.scheduler import metrics as scheduler_metrics
+from services.scheduler.completions import serve_finishes
+from services.scheduler.releases import serve_releases
 from services.scheduler.ticks import (
     MISFIRE_GRACE,
     RUN_ALL_CAP,
@@ -48,7 +50,16 @@ Q = load(__file__)
 log = structlog.get_logger("sluice.scheduler")
 
 Clock = Callable[[], datetime]
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# A stopping server answers "shutting down" (CannotConnectNow, AdminShutdown), and a connection
+# cut mid-statement can surface as asyncpg's InternalClientError: all pass when it is back.
+_TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+)
 # Sleeping exactly until a fire time can wake a hair early and find nothing due yet.
 _WAKE_MARGIN_S = 0.001
 _RETRY_S = 1.0
@@ -346,6 +357,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             group.create_task(_listen(settings.database_url, notified, stop))
             group.create_task(_keep_clock_synced(clock, pool, stop))
             group.create_task(_prune_dedup_records(pool, settings.dedup_retention_days, stop))
+            group.create_task(
+                serve_finishes(pool, settings.database_url, stop, poll_s=settings.poll_interval_s)
+            )
+            group.create_task(serve_releases(pool, stop, poll_s=settings.poll_interval_s))
             serve = scheduler.serve(
                 stop, clock=clock, poll_s=settings.poll_interval_s, notified=notified
             )

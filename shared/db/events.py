@@ -32,16 +32,22 @@ async def list_for(
     since: datetime | None = None,
     before_id: int | None = None,
     limit: int = 100,
+    platform: bool = False,
 ) -> list[EventOut]:
-    """Newest first; `before_id` is the cursor (the last id of the previous page)."""
+    """Newest first; `before_id` is the cursor (the last id of the previous page).
+
+    Events that matched no workspace's trigger are included only for `platform` readers.
+    """
     rows = await conn.fetch(
-        Q["list_events"], workspace_id, before_id, since, trigger, outcome, limit
+        Q["list_events"], workspace_id, before_id, since, trigger, outcome, limit, platform
     )
     return await _with_outcomes(conn, rows)
 
 
-async def get(conn: Executor, workspace_id: int, event_id: int) -> EventOut:
-    row = await conn.fetchrow(Q["get_event"], event_id, workspace_id)
+async def get(
+    conn: Executor, workspace_id: int, event_id: int, *, platform: bool = False
+) -> EventOut:
+    row = await conn.fetchrow(Q["get_event"], event_id, workspace_id, platform)
     if row is None:
         raise NotFound("event", event_id)
     return (await _with_outcomes(conn, [row]))[0]

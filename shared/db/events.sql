@@ -9,6 +9,7 @@ WHERE e.workspace_id = $1
                                    WHERE o.event_id = e.id AND o.trigger_name = $4))
   AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM event_outcomes o
                                    WHERE o.event_id = e.id AND o.outcome = $5))
+  AND (NOT e.platform_only OR $7)
 ORDER BY e.id DESC
 LIMIT $6;
 
@@ -16,7 +17,7 @@ LIMIT $6;
 SELECT e.id, w.name AS workspace, e.source, e.subject, e.ref, e.received_at, e.payload,
        e.payload_truncated, e.error
 FROM events e JOIN workspaces w ON w.id = e.workspace_id
-WHERE e.id = $1 AND e.workspace_id = $2;
+WHERE e.id = $1 AND e.workspace_id = $2 AND (NOT e.platform_only OR $3);
 
 -- name: outcomes_of
 SELECT event_id, trigger_name AS trigger, workflow_name AS workflow, outcome, instance_ids, detail

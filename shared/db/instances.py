@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from shared.db import dependencies
 from shared.db.errors import NotFound
 from shared.db.pool import Connection, Executor, next_ids
 from shared.db.queries import load
@@ -175,6 +176,22 @@ async def create_instances(
     inserted = {int(r["id"]) for r in await conn.fetch(Q["insert_instances"], *cols)}
     if inserted:
         await conn.execute(Q["insert_nodes"], *node_cols, list(inserted), node_aging)
+        await dependencies.record(
+            conn,
+            [
+                dependencies.PendingInstance(
+                    id=iid,
+                    workspace_id=item.version.workspace_id,
+                    workflow_id=item.version.workflow_id,
+                    kind=item.kind,
+                    cyctime=item.cyctime,
+                    bizdate=item.bizdate,
+                    spec=item.version.spec,
+                )
+                for index, (iid, item) in enumerate(zip(ids, items, strict=True))
+                if iid in inserted and states[index] == "waiting"
+            ],
+        )
         if notify:
             await conn.execute(Q["notify_instances"])
     return [
@@ -196,4 +213,5 @@ async def get(conn: Executor, workspace_id: int, instance_id: int) -> InstanceOu
         NodeInstanceOut(**dict(n), attempts=attempts.get(n["id"], []))
         for n in await conn.fetch(Q["instance_nodes"], instance_id)
     ]
-    return InstanceOut(**dict(row), nodes=nodes)
+    waits = await dependencies.waits(conn, instance_id)
+    return InstanceOut(**dict(row), nodes=nodes, waiting_for=waits)

@@ -10,10 +10,16 @@ from shared.db.errors import Conflict, NotFound
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
 from shared.models.common import Record
-from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec, TriggerOut, TriggerSpec
+from shared.models.triggers import (
+    AnyTriggerSpec,
+    KafkaTriggerSpec,
+    TriggerOut,
+    TriggerSpec,
+    WorkflowTriggerSpec,
+)
 
 Q = load(__file__)
-SPEC_ADAPTER: TypeAdapter[KafkaTriggerSpec | S3TriggerSpec] = TypeAdapter(TriggerSpec)
+SPEC_ADAPTER: TypeAdapter[AnyTriggerSpec] = TypeAdapter(TriggerSpec)
 CHANNEL = "sluice_triggers"
 
 
@@ -26,7 +32,7 @@ class CandidateTrigger(Record):
     type: str
     subject: str
     enabled: bool
-    spec: KafkaTriggerSpec | S3TriggerSpec
+    spec: AnyTriggerSpec
     created_at: datetime
 
 
@@ -35,15 +41,26 @@ class Subject(Record):
     created_at: datetime
 
 
-def subject_of(spec: KafkaTriggerSpec | S3TriggerSpec) -> str:
+def subject_of(spec: AnyTriggerSpec, workspace_id: int) -> str:
+    """What intake finds the trigger by: the topic, the bucket, or the watched workflow.
+
+    A workflow is named within its workspace only, so its subject carries the workspace id: a
+    finish in one workspace can never reach another workspace's trigger.
+    """
+    if isinstance(spec, WorkflowTriggerSpec):
+        return workflow_subject(workspace_id, spec.workflow)
     return spec.topic if isinstance(spec, KafkaTriggerSpec) else spec.bucket
+
+
+def workflow_subject(workspace_id: int, workflow: str) -> str:
+    return f"{workspace_id}/{workflow}"
 
 
 async def upsert(
     conn: Connection,
     workspace: str,
     workspace_id: int,
-    spec: KafkaTriggerSpec | S3TriggerSpec,
+    spec: AnyTriggerSpec,
 ) -> tuple[TriggerOut, bool]:
     """Create or update a trigger and wake the listeners. Returns (trigger, created)."""
     async with conn.transaction():
@@ -52,7 +69,7 @@ async def upsert(
             workspace_id,
             spec.name,
             spec.type,
-            subject_of(spec),
+            subject_of(spec, workspace_id),
             spec.enabled,
             spec.model_dump(mode="json", exclude_none=False),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from shared.db import dependencies
 from shared.db.errors import Conflict, Invalid, NotFound
 from shared.db.notifications import check_spec_connections
 from shared.db.pool import Connection, Executor
@@ -63,6 +64,7 @@ async def save(
     """Store a spec as a new version (unless identical to the latest); optionally publish it."""
     async with conn.transaction():
         trigger_id = await _trigger_id(conn, workspace_id, spec)
+        await dependencies.validate(conn, workspace_id, spec)
         await check_spec_connections(conn, workspace_id, spec)
         spec_json = _spec_json(spec)
         row = await conn.fetchrow(Q["lock_workflow"], workspace_id, spec.name)
@@ -196,4 +198,7 @@ async def delete(conn: Connection, workspace_id: int, name: str) -> None:
         active = await conn.fetchval(Q["active_instances"], row["id"])
         if active:
             raise Conflict(f"workflow {name!r} has {active} waiting or running instances")
+        dependants = await dependencies.dependants(conn, workspace_id, name)
+        if dependants:
+            raise Conflict(f"workflow {name!r} is in depends_on of: {', '.join(dependants)}")
         await conn.execute(Q["delete_workflow"], row["id"])

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from shared.models.bizdates import FORMS, is_bizdate_text, parse_bizdate
-from shared.models.common import Priority, Record, Spec
+from shared.models.common import Name, Priority, Record, Spec
 
 _TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
@@ -109,3 +109,18 @@ class BackfillOut(Record):
     instance_ids: list[int]
     created_at: datetime
     states: dict[str, int] = Field(default_factory=dict)
+
+
+class GroupBackfillRequest(BackfillRequest):
+    """Several workflows backfilled together: their dependencies on each other are honoured
+    (each day's upstream run before its dependants), days in parallel up to `parallelism` per
+    workflow."""
+
+    workflows: list[Name] = Field(min_length=1, max_length=100)
+
+
+class BackfillGroupOut(Record):
+    """The backfills of a group, upstream first; `group_id` is the first one's id."""
+
+    group_id: int
+    backfills: list[BackfillOut]

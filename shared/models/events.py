@@ -9,7 +9,7 @@ from pydantic import Field
 
 from shared.models.common import Record
 
-EventSource = Literal["kafka", "s3"]
+EventSource = Literal["kafka", "s3", "workflow"]
 Outcome = Literal[
     "admitted",  # instances created (instance_ids)
     "duplicate",  # dedup key already admitted for this trigger (instance_ids of the first run)

@@ -70,6 +70,20 @@ class NodeInstanceOut(Record):
     effective_priority: int | None = None
 
 
+class UpstreamWait(Record):
+    """One upstream cycle an instance waits (or waited) for (dependencies between workflows)."""
+
+    workflow: str
+    cycle: str
+    bizdate: date
+    cyctime: datetime | None
+    satisfied: bool
+    satisfied_by: int | None
+    upstream_instance_id: int | None
+    upstream_state: str | None
+    reason: str | None
+
+
 class InstanceOut(Record):
     id: int
     workspace: str
@@ -88,6 +102,7 @@ class InstanceOut(Record):
     started_at: datetime | None
     finished_at: datetime | None
     nodes: list[NodeInstanceOut] = Field(default_factory=list)
+    waiting_for: list[UpstreamWait] = Field(default_factory=list)
     # Seconds per aging level (policy.aging_s at creation) and the queue priority it has reached
     # while waiting (its queue priority once promoted).
     aging_s: float | None = None

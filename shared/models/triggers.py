@@ -96,7 +96,42 @@ class S3TriggerSpec(Spec):
         return self
 
 
-TriggerSpec = Annotated[KafkaTriggerSpec | S3TriggerSpec, Field(discriminator="type")]
+WorkflowFinalState = Literal["succeeded", "failed", "terminated", "cancelled"]
+
+
+def _on_success() -> list[WorkflowFinalState]:
+    return ["succeeded"]
+
+
+class WorkflowTriggerSpec(Spec):
+    """Fires once per finished instance of another workflow of the workspace (DESIGN.md 8).
+
+    The message is ``{"workflow", "instance_id", "state", "bizdate", "outputs", "generation"}``.
+    Admissions are deduplicated by the upstream instance id and its final state; with
+    `refire_on_rerun` by the instance id and its generation (every ending of a rerun fires).
+    """
+
+    name: Name
+    type: Literal["workflow"]
+    workflow: Name
+    states: list[WorkflowFinalState] = Field(default_factory=_on_success, min_length=1)
+    refire_on_rerun: bool = False
+    filter: str | None = None
+    enabled: bool = True
+    description: str | None = None
+
+    _v_filter = field_validator("filter")(_check_filter)
+
+    @field_validator("states")
+    @classmethod
+    def _unique_states(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("states: a state is listed twice")
+        return value
+
+
+AnyTriggerSpec = KafkaTriggerSpec | S3TriggerSpec | WorkflowTriggerSpec
+TriggerSpec = Annotated[AnyTriggerSpec, Field(discriminator="type")]
 
 
 class TriggerOut(Record):
@@ -105,7 +140,7 @@ class TriggerOut(Record):
     id: int
     workspace: str
     name: str
-    type: Literal["kafka", "s3"]
+    type: Literal["kafka", "s3", "workflow"]
     enabled: bool
     spec: dict[str, Any]
     created_at: datetime

@@ -179,6 +179,17 @@ class Schedule(Spec):
         return self
 
 
+class Dependency(Spec):
+    """An upstream workflow whose cycle must have succeeded before an instance of this one runs.
+
+    `same`: the upstream's instance for the same bizdate; `previous`: its cycle before this
+    one (with `workflow: "self"`, this workflow's own previous cycle).
+    """
+
+    workflow: Name
+    cycle: Literal["same", "previous"] = "same"
+
+
 class WorkflowSpec(Spec):
     """A whole workflow definition; invalid specs are rejected whole."""
 
@@ -193,9 +204,11 @@ class WorkflowSpec(Spec):
     policy: Policy = Field(default_factory=Policy)
     nodes: list[NodeSpec] = Field(min_length=1, max_length=MAX_NODES)
     description: str | None = None
+    depends_on: list[Dependency] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _check_graph(self) -> WorkflowSpec:
+        self._check_dependencies()
         if self.type == "scheduled" and self.schedule is None:
             raise ValueError("schedule: a scheduled workflow needs a schedule")
         if self.type != "scheduled" and self.schedule is not None:
@@ -225,6 +238,28 @@ class WorkflowSpec(Spec):
         for node in self.nodes:
             check_node_code(node, self.parameters)
         return self
+
+    def _check_dependencies(self) -> None:
+        """Local checks; unknown workflows and cycles across workflows need the stored ones."""
+        seen: set[tuple[str, str]] = set()
+        for index, dep in enumerate(self.depends_on):
+            upstream = self.name if dep.workflow == "self" else dep.workflow
+            if upstream == self.name and dep.cycle == "same":
+                raise ValueError(
+                    f"depends_on.{index}: a workflow cannot wait for its own same cycle "
+                    f"(dependency cycle {self.name} -> {self.name}); use cycle 'previous'"
+                )
+            if (upstream, dep.cycle) in seen:
+                raise ValueError(
+                    f"depends_on.{index}: {dep.workflow!r} ({dep.cycle}) is listed twice"
+                )
+            seen.add((upstream, dep.cycle))
+
+    def upstream_workflows(self) -> list[tuple[str, str]]:
+        """(workflow name, cycle) per dependency, `self` resolved to this workflow's name."""
+        return [
+            (self.name if d.workflow == "self" else d.workflow, d.cycle) for d in self.depends_on
+        ]
 
     def _check_output_references(self) -> None:
         """`${nodes.X.outputs...}` must name an ancestor: nothing else has run before."""

@@ -1,9 +1,10 @@
 """PostgreSQL stopped for 20 s while Kafka messages arrive and nodes run.
 
 A PostgreSQL server of this scenario's own (stopping the suite's would fail every other test),
-real `sluice run kafka-listener`, `executor` and `api` processes. Every service must come back by
-itself: the same processes (no crash loop, no restart), `/readyz` 200 again, every message
-admitted exactly once and every run finished.
+real `sluice run` processes of every service (kafka-listener, storage-listener, executor,
+scheduler, notifier, api). Every service must come back by itself: the same processes (no crash
+loop, no restart), `/readyz` 200 again, every message admitted exactly once and every run
+finished.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ async def own_postgres() -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
             await asyncio.to_thread(server.stop)
 
 
+def tail(log: Path, lines: int = 15) -> str:
+    """The end of a service's log, for the failure message."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 async def unfinished(pool: Pool) -> int:
     return int(
         await pool.fetchval(
@@ -94,7 +100,8 @@ async def test_postgres_stopped_for_20_seconds_while_messages_arrive_and_nodes_r
     finally:
         await setup.close()
     ids = message_ids("pgdown", 400)
-    ports = {name: free_port() for name in ("kafka-listener", "executor", "api")}
+    services = ("kafka-listener", "executor", "api", "scheduler", "storage-listener", "notifier")
+    ports = {name: free_port() for name in services}
     envs: dict[str, dict[str, Any]] = {
         "kafka-listener": listener_env(
             dsn, kafka_broker, group_id(), SLUICE_METRICS_PORT=str(ports["kafka-listener"])
@@ -104,6 +111,15 @@ async def test_postgres_stopped_for_20_seconds_while_messages_arrive_and_nodes_r
             dsn,
             SLUICE_API_PORT=str(free_port()),
             SLUICE_METRICS_PORT=str(ports["api"]),
+            SLUICE_HOST="127.0.0.1",
+        ),
+        "scheduler": sluice_env(dsn, SLUICE_METRICS_PORT=str(ports["scheduler"])),
+        "notifier": sluice_env(dsn, SLUICE_METRICS_PORT=str(ports["notifier"])),
+        "storage-listener": sluice_env(
+            dsn,
+            SLUICE_METRICS_PORT=str(ports["storage-listener"]),
+            SLUICE_WEBHOOK_PORT=str(free_port()),
+            SLUICE_WEBHOOK_TOKENS="chaos-token",
             SLUICE_HOST="127.0.0.1",
         ),
     }
@@ -136,7 +152,10 @@ async def test_postgres_stopped_for_20_seconds_while_messages_arrive_and_nodes_r
             await pool.close()
         await asyncio.to_thread(server.stop)
         await asyncio.sleep(OUTAGE_S)  # the outage itself, not a wait for a condition
-        assert all(alive(pid) for pid in pids.values()), "a service died during the outage"
+        dead = [name for name, pid in pids.items() if not alive(pid)]
+        assert not dead, f"died during the outage: {dead}\n" + "\n".join(
+            tail(tmp_path / f"{name}.log") for name in dead
+        )
         restarted_dsn = await asyncio.to_thread(server.start)
         assert restarted_dsn == dsn
         back = time.monotonic()

@@ -91,7 +91,11 @@ async def test_a_port_given_to_two_servers_is_refused_naming_both_variables(
 @pytest.mark.timeout(400)
 async def test_ready_means_every_server_accepts_connections(tmp_path: Path) -> None:
     async with dev_process(tmp_path) as (proc, lines):
-        banner = await read_banner(proc, lines)
+        try:
+            banner = await read_banner(proc, lines)
+        except AssertionError as exc:
+            stderr = (tmp_path / "dev.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}\nstderr:\n{stderr}") from None
         assert "sluice dev is ready" in banner
         env = psutil.Process(proc.pid).environ()
         for variable in VARIABLES:

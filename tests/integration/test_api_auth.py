@@ -106,6 +106,17 @@ MUTATING: tuple[Route, ...] = (
         202,
         {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
     ),
+    Route(
+        "POST",
+        "/workspaces/{ws}/backfills",
+        "operator",
+        202,
+        {
+            "workflows": ["seed_m"],
+            "start": "2026-11-01T00:00:00Z",
+            "end": "2026-11-02T00:00:00Z",
+        },
+    ),
     Route("POST", "/workspaces/{ws}/instances/{waiting}/terminate", "operator", 202),
     Route("POST", "/workspaces/{ws}/instances/{ended}/rerun", "operator", 202, {"mode": "failed"}),
     Route("DELETE", "/workspaces/{ws}/workflows/wf_new", "developer", 204),

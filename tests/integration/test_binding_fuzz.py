@@ -164,6 +164,23 @@ def _assigned(word: Word) -> Statement:
     return (f"assign({word[0]})", f"x={word[1]}; printf '%s' \"$x\"", word[2])
 
 
+def _array(word: Word) -> Statement:
+    return (f"array({word[0]})", f"arr=({word[1]}); printf '%s' \"${{arr[0]}}\"", word[2])
+
+
+def _exported(word: Word) -> Statement:
+    return (f"export({word[0]})", f"export y={word[1]}; printf '%s' \"$y\"", word[2])
+
+
+def _printf_v(word: Word) -> Statement:
+    return (f"printf-v({word[0]})", f"printf -v y '%s' {word[1]}; printf '%s' \"$y\"", word[2])
+
+
+def _local(word: Word) -> Statement:
+    code = f"g() {{ local z={word[1]}; printf '%s' \"$z\"; }}; g"
+    return (f"local({word[0]})", code, word[2])
+
+
 def _heredoc(parts: list[str]) -> Statement:
     body = "".join(parts)
 
@@ -197,6 +214,10 @@ def shell_programs(draw: st.DrawFn) -> tuple[str, str, Expect]:
         st.one_of(
             _words_with_ticks.map(_printf),
             _words.map(_assigned),
+            _words.map(_array),
+            _words.map(_exported),
+            _words.map(_printf_v),
+            _words.map(_local),
             st.lists(st.sampled_from(["${p}", "text ", " ' ", ' " ', "\t"]), min_size=1, max_size=4)
             .filter(lambda parts: "${p}" in parts)
             .map(_heredoc),
@@ -231,7 +252,7 @@ def run_bash(code: str, env: dict[str, str], files: dict[str, str], cwd: Path) -
     return result.stdout
 
 
-@fuzz_settings(ci_examples=250)
+@fuzz_settings(ci_examples=400)
 @given(program=shell_programs(), raw=hostile_values(nul=False, surrogates=True))
 def test_shell_fuzz(
     tmp_path_factory: pytest.TempPathFactory, program: tuple[str, str, Expect], raw: str
@@ -316,7 +337,7 @@ def python_programs(draw: st.DrawFn) -> tuple[str, str, bool, Callable[[str], st
     return (f"{statement_name}/{wrap_name}/{name}", code, kind == "bytes-literal", expect)
 
 
-@fuzz_settings(ci_examples=150)
+@fuzz_settings(ci_examples=200)
 @given(program=python_programs(), raw=hostile_values(nul=True, surrogates=True))
 def test_python_fuzz(
     tmp_path_factory: pytest.TempPathFactory,
@@ -409,7 +430,7 @@ def node_connection(db_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, An
         loop.close()
 
 
-@fuzz_settings(ci_examples=300)
+@fuzz_settings(ci_examples=400)
 @given(program=sql_programs(), value=hostile_values(nul=False, surrogates=False))
 def test_sql_fuzz(
     node_connection: tuple[asyncio.AbstractEventLoop, Any],

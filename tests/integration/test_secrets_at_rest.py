@@ -177,3 +177,12 @@ async def test_rotation_with_new_and_old_keys(pool: Pool, db_url: str) -> None:
             await connections.resolve(conn, 1, "pg", suite_box())
     code, out = await sluice("migrate", env=sluice_env(db_url, SLUICE_SECRET_KEY=new))
     assert code == 0, out
+
+
+def test_dev_keeps_one_generated_key_readable_by_its_owner_only(tmp_path: Path) -> None:
+    from services.dev import _secret_key
+
+    key = _secret_key(tmp_path)
+    assert len(parse_keys(key)) == 1
+    assert (tmp_path / "secret-key").stat().st_mode & 0o777 == 0o600
+    assert _secret_key(tmp_path) == key

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.models.workflows import WorkflowSpec
+from shared.params.binding import BindingError
+from shared.params.binding.python import bind_python
 from shared.params.binding.reparsed import find_reparsed
+from shared.params.binding.shell import bind_shell
+from tests.unit.test_binding_sql import resolution
 
 
 def known(path: str) -> bool:
@@ -51,6 +57,10 @@ SHELL_REJECTED = [
     "python3 - <<<'print(\"${p}\")'",
     "flock /tmp/l -c 'echo ${p}'",
     "echo ok; bash -c 'echo ${workflow.triggerMessage.key}'",
+    "echo ${UNSET:-$(bash -c 'echo ${p}')}",
+    "echo \"${UNSET:-`sh -c 'echo ${p}'`}\"",
+    "cat <<EOF\nit's $(bash -c 'echo ${p}')\nEOF",
+    "cat <<-EOF | cat\n\tx\n\tEOF\neval ${p}",
 ]
 
 SHELL_ACCEPTED = [
@@ -104,6 +114,7 @@ PYTHON_REJECTED = [
     "import subprocess\nsubprocess.run('echo ${p}', shell=True)",
     'import subprocess\nsubprocess.check_output(f"ls {x} ${p}", shell=True, text=True)',
     "import subprocess\nsubprocess.run(['bash', '-c', 'echo ${p}'])",
+    "import subprocess\nsubprocess.run(('/usr/bin/python3', '-c', 'print(${p})'))",
     "import subprocess\nsubprocess.getoutput('echo ${p}')",
     "exec('x = ${p}')",
     'eval("${p}")',
@@ -115,6 +126,7 @@ PYTHON_ACCEPTED = [
     "print('${p}')",
     "import subprocess\nsubprocess.run(['echo', '${p}'])",
     "import subprocess\nsubprocess.run(['echo', '${p}'], shell=False)",
+    "import subprocess\nsubprocess.run(['grep', '-e', '${p}', 'file'])",
     "import os\nos.system('echo \"$SLUICE_PARAM_P\"')",
     "x = '${p}'  # os.system('${p}')",
     "eval('1 + 1')\ny = ${p}",
@@ -140,6 +152,8 @@ SQL_REJECTED = [
     "COPY t TO PROGRAM 'gzip > /tmp/${p}.gz'",
     "SELECT * FROM dblink('db', 'SELECT ''${p}''') AS t(x text)",
     "SELECT query_to_xml('select ${p}', true, false, '')",
+    "DO 'BEGIN EXECUTE ''DELETE FROM t WHERE x = ${p}''; END'",
+    "select 1;\nCREATE OR REPLACE FUNCTION f() RETURNS int AS 'SELECT ${p}' LANGUAGE sql",
 ]
 
 SQL_ACCEPTED = [
@@ -149,6 +163,8 @@ SQL_ACCEPTED = [
     "COPY t TO '/tmp/${p}.csv'",
     "SELECT $$ x $$, '${p}'",
     "SELECT dblink_connect('db'); SELECT '${p}'",
+    "SELECT x AS '${p}'",
+    "CREATE TABLE t AS SELECT '${p}' AS v",
 ]
 
 
@@ -182,3 +198,78 @@ def test_workflow_specs_refuse_reparsed_placeholders_naming_the_node() -> None:
     # A name the spec does not define is shell syntax here, not a placeholder.
     spec["nodes"] = [{"name": "ok", "type": "shell", "code": "bash -c 'echo ${HOME}'"}]
     WorkflowSpec.model_validate(spec)
+
+
+def test_each_nesting_level_is_analysed_once() -> None:
+    # Re-analysing nested substitutions at every level would take 2**40 steps here.
+    code = "echo " + '"$(echo ' * 40 + "\"$(bash -c '${p}')\"" + ')"' * 40
+    assert len(find_reparsed(code, "shell", known)) == 1
+
+
+_WRAPPERS = ["", "sudo -u app ", "env A=1 ", "timeout 5 ", "nohup ", "nice -n 5 ", "xargs -n1 "]
+_SECOND = [
+    "bash -c {w}",
+    "sh -ec {w} name",
+    "eval {w}",
+    "trap {w} EXIT",
+    "su app -c {w}",
+    "ssh -p 22 host {w}",
+    "python3 -c {w}",
+    "perl -e {w}",
+    "psql -d db -c {w}",
+    "awk {w} file",
+]
+_WORDS = ["'x ${p} y'", '"x ${p}"', "${p}", "\"$(printf %s '${p}')\"", "$'${p}'"]
+_AROUND = [
+    "{s}",
+    "( {s} )",
+    "if true; then\n  {s}\nfi",
+    "f() {{ {s}; }}; f",
+    'echo "$({s})"',
+    "true && {s} | cat",
+    "# {s}\n{s}",
+]
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(
+    wrapper=st.sampled_from(_WRAPPERS),
+    second=st.sampled_from(_SECOND),
+    word=st.sampled_from(_WORDS),
+    around=st.sampled_from(_AROUND),
+)
+def test_generated_second_interpreters_are_refused(
+    wrapper: str, second: str, word: str, around: str
+) -> None:
+    code = around.format(s=wrapper + second.format(w=word))
+    assert find_reparsed(code, "shell", known), code
+    with pytest.raises(BindingError, match="which parses it again as code"):
+        bind_shell(code, resolution({"p": "$(touch /tmp/pwned)"}))
+
+
+_PY_CALLS = [
+    "os.system({e})",
+    "os.popen({e}).read()",
+    "subprocess.run({e}, shell=True)",
+    "subprocess.check_output({e}, shell=True, text=True)",
+    "exec({e})",
+    "eval({e})",
+    "compile({e}, 'f', 'exec')",
+    "subprocess.run(['bash', '-c', {e}])",
+    "asyncio.create_subprocess_shell({e})",
+]
+_PY_EXPRS = ["'${p}'", "f'ls {{x}} ${p}'", '"""\n${p}\n"""', "'a ' + '${p}'", "r'${p}'"]
+_PY_AROUND = ["{c}", "def f():\n    return {c}\n", "if True:\n    x = {c}\n", "y = [{c}]"]
+
+
+@settings(max_examples=200, derandomize=True, database=None)
+@given(
+    call=st.sampled_from(_PY_CALLS),
+    expr=st.sampled_from(_PY_EXPRS),
+    around=st.sampled_from(_PY_AROUND),
+)
+def test_generated_python_reparsing_calls_are_refused(call: str, expr: str, around: str) -> None:
+    code = "import os, subprocess, asyncio\nx = 1\n" + around.format(c=call.format(e=expr))
+    assert find_reparsed(code, "python", known), code
+    with pytest.raises(BindingError, match="which parses it again as code"):
+        bind_python(code, resolution({"p": "__import__('os').system('id')"}))

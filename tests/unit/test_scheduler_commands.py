@@ -134,3 +134,16 @@ def test_api_refusals_carry_the_api_message() -> None:
     with pytest.raises(ClientError, match="end: too many fire times") as raised:
         backfill(args, client(Recorder(422, answer)), io.StringIO())
     assert raised.value.status == 422
+
+
+def test_several_workflows_are_backfilled_as_one_group() -> None:
+    second = {**ANSWER, "id": 8, "workflow": "dwd", "instance_ids": [120, 121]}
+    recorder = Recorder(body={"group_id": 7, "backfills": [ANSWER, second]})
+    args = parse("dwd", "daily_report", "--start", "20261101", "--end", "20261110")
+    out = io.StringIO()
+    assert backfill(args, client(recorder), out) == 0
+    [request] = recorder.requests
+    assert str(request.url) == "http://sluice.test:8080/api/v1/workspaces/default/backfills"
+    assert json.loads(request.content)["workflows"] == ["dwd", "daily_report"]
+    text = out.getvalue()
+    assert "backfill     7\n" in text and "backfill     8\n" in text

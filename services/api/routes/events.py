@@ -11,9 +11,18 @@ from services.api.deps import Conn, Viewer
 from services.api.pagination import Cursor, Limit, decode_id, page_by_id
 from services.api.schemas import Page
 from shared.db import events as event_repo
+from shared.db.tokens import Principal
 from shared.models.events import EventOut, Outcome
 
 router = APIRouter(tags=["events"])
+
+
+def is_platform_admin(principal: Principal) -> bool:
+    """Admins of `default` run the platform: they alone see events no workspace's trigger
+    matched (their payloads may belong to any tenant)."""
+    return principal.workspace == "default" and principal.role == "admin"
+
+
 EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -36,6 +45,7 @@ async def list_events(
         since=since,
         before_id=decode_id(cursor),
         limit=limit + 1,
+        platform=is_platform_admin(principal),
     )
     page, nxt = page_by_id(rows, lambda e: e.id, limit)
     return Page(items=page, next_cursor=nxt)
@@ -44,4 +54,6 @@ async def list_events(
 @router.get("/workspaces/{ws}/events/{event_id}", response_model=EventOut)
 async def get_event(event_id: EventId, principal: Viewer, conn: Conn) -> EventOut:
     """One event: its payload, and per trigger the outcome and the instances it created."""
-    return await event_repo.get(conn, principal.workspace_id, event_id)
+    return await event_repo.get(
+        conn, principal.workspace_id, event_id, platform=is_platform_admin(principal)
+    )

@@ -12,7 +12,12 @@ from services.api.idempotency import IdempotencyKey, answer_once, fingerprint
 from services.api.schemas import ErrorBody, RunAccepted, RunBody
 from shared.db import workflows as workflow_repo
 from shared.intake import request_run
-from shared.models.backfills import BackfillOut, BackfillRequest
+from shared.models.backfills import (
+    BackfillGroupOut,
+    BackfillOut,
+    BackfillRequest,
+    GroupBackfillRequest,
+)
 
 router = APIRouter(tags=["runs"])
 
@@ -87,5 +92,42 @@ async def backfill_workflow(
         fingerprint("backfill", name, body),
         response,
         BackfillOut,
+        create,
+    )
+
+
+@router.post(
+    "/workspaces/{ws}/backfills",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BackfillGroupOut,
+    responses={501: {"model": ErrorBody, "description": "the scheduler package is not installed"}},
+)
+async def backfill_workflows(
+    body: GroupBackfillRequest,
+    principal: Operator,
+    conn: Conn,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> BackfillGroupOut:
+    """Backfill several workflows together over [start, end]: one backfill per workflow,
+    created upstream first; a dependant's instance for a day waits for the group's own upstream
+    instance of that day (dependencies between workflows)."""
+    create_backfills = optional.function(
+        "services.scheduler.backfill", "create_backfills", "backfill"
+    )
+
+    async def create() -> BackfillGroupOut:
+        made: list[BackfillOut] = await create_backfills(
+            conn, principal.workspace_id, body.workflows, body, now=datetime.now(UTC)
+        )
+        return BackfillGroupOut(group_id=made[0].id, backfills=made)
+
+    return await answer_once(
+        conn,
+        principal.workspace_id,
+        idempotency_key,
+        fingerprint("backfills", ",".join(body.workflows), body),
+        response,
+        BackfillGroupOut,
         create,
     )

@@ -13,13 +13,13 @@ from services.api.pagination import Cursor, Limit, page_sorted
 from services.api.schemas import Page, TriggerSaved
 from shared.db import triggers as trigger_repo
 from shared.db.errors import Conflict, NotFound
-from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec, TriggerOut, TriggerSpec
+from shared.models.triggers import AnyTriggerSpec, TriggerOut, TriggerSpec
 
 router = APIRouter(tags=["triggers"])
 TriggerBody = Annotated[TriggerSpec, Body()]
 
 
-def _spec_json(spec: KafkaTriggerSpec | S3TriggerSpec) -> dict[str, object]:
+def _spec_json(spec: AnyTriggerSpec) -> dict[str, object]:
     return spec.model_dump(mode="json", exclude_none=False)
 
 

@@ -15,9 +15,9 @@ from the environment inside the inner code (`"$SLUICE_PARAM_P"`), where it stays
 - python: the command of `os.system`, `os.popen`, `subprocess.*(..., shell=True)`,
   `asyncio.create_subprocess_shell`, `commands`/`subprocess.getoutput`, the code of `exec`,
   `eval` and `compile`, and the code argument of a `[..., "bash", "-c", code]` argument list;
-- sql: a dollar-quoted body (functions and DO blocks, whose PL/pgSQL `EXECUTE` and `format()`
-  parse text as SQL again), `COPY ... PROGRAM '...'`, and the query text given to `dblink`,
-  `dblink_exec`, `query_to_xml` and their relatives.
+- sql: a dollar-quoted body or the string body of a DO block or `CREATE FUNCTION ... AS '...'`
+  (PL/pgSQL `EXECUTE` and `format()` parse text as SQL again), `COPY ... PROGRAM '...'`, and
+  the query text given to `dblink`, `dblink_exec`, `query_to_xml` and their relatives.
 
 What node code does with a value on its own (`cmd = "echo " + os.environ[...]; os.system(cmd)`)
 is the node's code, as in any program; see docs/security.md.
@@ -214,8 +214,12 @@ class _ShellScan:
 
     # -- lexing -----------------------------------------------------------------------------------
 
-    def skip_quoted(self, i: int, end: int) -> int:
-        """Index past the quoted or substituted construct starting at code[i]."""
+    def skip_quoted(self, i: int, end: int, analyse: bool = True) -> int:
+        """Index past the quoted or substituted construct starting at code[i].
+
+        With `analyse`, the commands inside a `$(...)` or backquotes are checked too; finding a
+        closing bracket does not analyse, so each nested level is analysed once.
+        """
         code = self.code
         if code[i] == "'":
             close = code.find("'", i + 1, end)
@@ -231,24 +235,41 @@ class _ShellScan:
                 if code[j] == "\\":
                     j += 2
                 elif code.startswith("$(", j) or code.startswith("${", j) or code[j] == "`":
-                    j = self.skip_quoted(j, end)
+                    j = self.skip_quoted(j, end, analyse)
                 else:
                     j += 1
             return min(j + 1, end)
         if code.startswith("$(", i):
             close = self.matching(i + 2, end, "(", ")")
-            if not code.startswith("$((", i):
+            if analyse and not code.startswith("$((", i):
                 self.commands(i + 2, close)
             return min(close + 1, end)
         if code.startswith("${", i):
-            return min(self.matching(i + 2, end, "{", "}") + 1, end)
+            close = self.matching(i + 2, end, "{", "}")
+            if analyse:
+                self.expansions(i + 2, close)
+            return min(close + 1, end)
         if code[i] == "`":
             j = i + 1
             while j < end and code[j] != "`":
                 j += 2 if code[j] == "\\" else 1
-            self.commands(i + 1, j)
+            if analyse:
+                self.commands(i + 1, j)
             return min(j + 1, end)
         return i + 1
+
+    def expansions(self, i: int, end: int) -> None:
+        """Check the command substitutions inside text the shell expands (`${x:-...}`, an
+        unquoted here-document body)."""
+        code = self.code
+        while i < end:
+            ch = code[i]
+            if ch == "\\":
+                i += 2
+            elif ch == "`" or (ch == "$" and code[i + 1 : i + 2] in ("(", "{")):
+                i = self.skip_quoted(i, end)
+            else:
+                i += 1
 
     def matching(self, i: int, end: int, opener: str, closer: str) -> int:
         depth = 0
@@ -259,7 +280,7 @@ class _ShellScan:
                 i += 2
                 continue
             if ch in "'\"`" or (ch == "$" and code[i + 1 : i + 2] in ("(", "{", "'", '"')):
-                i = self.skip_quoted(i, end)
+                i = self.skip_quoted(i, end, analyse=False)
                 continue
             if ch == opener:
                 depth += 1
@@ -276,7 +297,7 @@ class _ShellScan:
         i = start
         words: list[_Word] = []
         word_start: int | None = None
-        heredocs: list[tuple[str, bool]] = []
+        heredocs: list[tuple[str, bool, bool]] = []
         stdin: list[tuple[int, int]] = []
         pipeline: list[_Command] = []
         here_string_next = False
@@ -332,7 +353,9 @@ class _ShellScan:
                 k = j
                 while k < end and code[k] not in " \t\n;&|()<>":
                     k = self.skip_quoted(k, end) if code[k] in "'\"" else k + 1
-                heredocs.append((_unquote(code[j:k]), code[i + 2 : i + 3] == "-"))
+                word = code[j:k]
+                expanded = not any(c in word for c in "'\"\\")
+                heredocs.append((_unquote(word), code[i + 2 : i + 3] == "-", expanded))
                 i = k
                 continue
             if ch in " \t":
@@ -344,19 +367,22 @@ class _ShellScan:
                 end_command(False)
                 i += 1
                 while heredocs:
-                    delimiter, strip = heredocs.pop(0)
+                    delimiter, strip, expanded = heredocs.pop(0)
                     body_start = i
                     while i < end:
                         line_end = code.find("\n", i, end)
                         line_end = end if line_end < 0 else line_end
                         line = code[i:line_end]
                         if (line.lstrip("\t") if strip else line) == delimiter:
-                            self.stdin_of_last(body_start, i)
-                            i = line_end + 1
                             break
                         i = line_end + 1
-                    else:
-                        self.stdin_of_last(body_start, end)
+                    body_end = min(i, end)
+                    self.stdin_of_last(body_start, body_end)
+                    if expanded:
+                        self.expansions(body_start, body_end)
+                    if i < end:
+                        line_end = code.find("\n", i, end)
+                        i = end if line_end < 0 else line_end + 1
                 continue
             if ch in ";&|()":
                 end_word(i)
@@ -582,6 +608,12 @@ _PY_SUBPROCESS = frozenset(
 )
 
 
+def _is_interpreter(program: str) -> bool:
+    """Whether a program run from an argument list takes code after `-c`/`-e`."""
+    name = program.rsplit("/", 1)[-1]
+    return name in _SHELLS or name in _CODE_OPTIONS or _PYTHON_RE.fullmatch(name) is not None
+
+
 def _call_name(func: ast.expr) -> str:
     if isinstance(func, ast.Name):
         return func.id
@@ -640,6 +672,9 @@ def _python_spans(code: str, placeholders: list[Placeholder]) -> list[Span]:
         elif name in _PY_SUBPROCESS:
             # `run(["bash", "-c", code])` or `create_subprocess_exec("bash", "-c", code)`.
             items = first.elts if isinstance(first, ast.List | ast.Tuple) else node.args
+            program = items[0] if items else None
+            if not (isinstance(program, ast.Constant) and _is_interpreter(str(program.value))):
+                continue
             for index, item in enumerate(items[:-1]):
                 if index >= 1 and isinstance(item, ast.Constant) and item.value in _CODE_FLAGS:
                     where = f"the code argument after `{item.value}`"
@@ -657,6 +692,22 @@ _SQL_EXECUTING = re.compile(
 _PROGRAM_RE = re.compile(r"\bprogram\s*$", re.IGNORECASE)
 
 
+_DO_RE = re.compile(r"\bdo\s*$", re.IGNORECASE)
+_AS_RE = re.compile(r"\bas\s*$", re.IGNORECASE)
+_ROUTINE_RE = re.compile(r"^\s*create\s+(or\s+replace\s+)?(function|procedure)\b", re.IGNORECASE)
+
+
+def _is_body(code: str, start: int) -> bool:
+    """Whether the literal at `start` is a DO block or CREATE FUNCTION body (`AS '...'`)."""
+    before = code[max(0, start - 20) : start]
+    if _DO_RE.search(before):
+        return True
+    if not _AS_RE.search(before):
+        return False
+    statement = code[code.rfind(";", 0, start) + 1 : start]
+    return _ROUTINE_RE.search(statement) is not None
+
+
 def _sql_spans(code: str, placeholders: list[Placeholder]) -> list[Span]:
     literals = literal_spans(code, placeholders)
     found: list[Span] = []
@@ -667,6 +718,8 @@ def _sql_spans(code: str, placeholders: list[Placeholder]) -> list[Span]:
             )
         elif _PROGRAM_RE.search(code[max(0, start - 40) : start]):
             found.append((start, end, "the command of `COPY ... PROGRAM`, which a shell runs"))
+        elif kind != "identifier" and _is_body(code, start):
+            found.append((start, end, "a function or DO body written as a string, run as code"))
     for match in _SQL_EXECUTING.finditer(code):
         depth, j = 0, match.end()
         while j < len(code):

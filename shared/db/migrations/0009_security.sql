@@ -8,3 +8,11 @@ UPDATE connections SET secret_names = ARRAY(SELECT jsonb_object_keys(secrets) OR
 -- Once sealed, a row holds no plain secret.
 ALTER TABLE connections ADD CONSTRAINT connections_sealed_or_plain
     CHECK (sealed_secrets IS NULL OR secrets = '{}'::jsonb);
+
+-- Events that match no trigger of any workspace are recorded in `default` for the audit, but are
+-- readable only by platform admins (admins of `default`), not by every viewer of `default`.
+ALTER TABLE events ADD COLUMN platform_only boolean NOT NULL DEFAULT false;
+UPDATE events SET platform_only = true
+WHERE workspace_id = (SELECT id FROM workspaces WHERE name = 'default')
+  AND NOT EXISTS (SELECT 1 FROM event_outcomes o
+                  WHERE o.event_id = events.id AND o.trigger_id IS NOT NULL);
