@@ -14,8 +14,11 @@ import pytest
 
 from services.executor.operations import promote_instances
 from shared.db import instances as instance_repo
-from tests.factories import DEFAULT_WS, shell_node
+from shared.embedded.kafka import EmbeddedKafka
+from tests.factories import DEFAULT_WS, shell_node, workflow
+from tests.integration.kafka_support import TopicFactory
 from tests.support.executor import enqueue, executor_process, flow, save, wait_for
+from tests.support.kafka_listener import bind, running_listener, send
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 LANE = "${workflow.triggerMessage.key}"
@@ -141,3 +144,74 @@ async def test_per_key_order_holds_across_executors_and_a_kill(
         f"lanes: keys={len(KEYS)} messages={total} lines={len(lines)} "
         f"peak_lanes_at_once={max_overlap([s for v in by_lane.values() for s in v])}"
     )
+
+
+def collapsed(values: list[int]) -> list[int]:
+    """A node killed midway may have appended before it died: its re-run appends again, in place."""
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+@pytest.mark.timeout(300)
+async def test_kafka_keys_run_in_offset_order_per_key(
+    pool: Pool,
+    db_url: str,
+    tmp_path: Path,
+    kafka_broker: EmbeddedKafka,
+    kafka_topics: TopicFactory,
+) -> None:
+    topic = await kafka_topics(partitions=3)
+    out = tmp_path / "appended"
+    node = shell_node(
+        "append",
+        code=f'sleep 0.02; echo "${{key}} ${{offset}} ${{partition}}" >> {out}',
+        retries=3,
+        retry_delay_s=0,
+        parameters={
+            "key": "${workflow.triggerMessage.key}",
+            "offset": "${workflow.triggerMessage.offset}",
+            "partition": "${workflow.triggerMessage.partition}",
+        },
+    )
+    spec = workflow(
+        "keyed",
+        trigger="keyed",
+        nodes=[node],
+        policy={"lane": LANE, "max_parallel_instances": 5},
+    )
+    await bind(pool, topic.name, trigger="keyed", workflow_spec=spec)
+    keys: list[bytes | None] = [k.encode() for _ in range(PER_KEY) for k in KEYS]
+    env = {"SLUICE_LEASE_S": "3", "SLUICE_POLL_INTERVAL_S": "0.2"}
+    async with (
+        running_listener(db_url, kafka_broker),
+        executor_process(db_url, tmp_path / "e0.log", **env) as first,
+        executor_process(db_url, tmp_path / "e1.log", **env),
+    ):
+        # Keyed records: the producer puts each key on one partition, in send order.
+        await send(kafka_broker, topic.name, [b"{}"] * len(keys), keys=keys, partition=None)
+        await wait_for(
+            pool,
+            "SELECT count(*) > 0 FROM attempts WHERE state = 'running' AND executor LIKE $1",
+            f"%-{first.pid}-%",
+            timeout_s=60,
+        )
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await wait_for(
+            pool,
+            "SELECT count(*) = $1 FROM instances WHERE state = 'succeeded'",
+            len(keys),
+            timeout_s=200,
+        )
+    lines = [line.split() for line in out.read_text().splitlines()]
+    for key in KEYS:
+        offsets = [int(o) for k, o, _ in lines if k == key]
+        assert len({p for k, _, p in lines if k == key}) == 1
+        assert collapsed(offsets) == sorted(set(offsets)), key
+        assert len(set(offsets)) == PER_KEY
+    rows = await pool.fetch("SELECT lane, started_at, finished_at FROM instances")
+    by_lane: dict[str, list[tuple[datetime, datetime]]] = {}
+    for r in rows:
+        by_lane.setdefault(r["lane"], []).append((r["started_at"], r["finished_at"]))
+    assert sorted(by_lane) == list(KEYS)
+    assert all(max_overlap(spans) == 1 for spans in by_lane.values())
+    assert max_overlap([s for spans in by_lane.values() for s in spans]) > 1
