@@ -23,8 +23,7 @@ from tests.support.kafka_listener import bind, running_listener, send
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 LANE = "${workflow.triggerMessage.key}"
 KEYS = ("k0", "k1", "k2", "k3", "k4")
-# 5 keys x 40 messages: sized down from 200 per key to fit the CI budget on two shared cores.
-PER_KEY = 40
+PER_KEY = 200
 
 
 async def running(pool: Pool) -> list[int]:
