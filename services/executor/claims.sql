@@ -21,11 +21,17 @@ groups AS (
     SELECT g.name, GREATEST(g.slots - coalesce(r.n, 0), 0) AS free
     FROM resource_groups g LEFT JOIN running r ON r.resource_group = g.name
 ),
+-- Aging (policy.aging_s): `priority` below is the aging rank (place on the priority ladder plus
+-- the intervals waited, see migration 0014). It only ever raises a row, so the head of each group
+-- by rank is within the head by static priority plus the head of its aging rows: both are read
+-- (each a LIMIT scan of a partial index) and ranked together.
 candidates AS (
-    SELECT c.*
+    SELECT g.name AS resource_group, g.free, c.*
     FROM groups g
     CROSS JOIN LATERAL (
-        SELECT n.id, n.priority, n.weight, n.instance_created_at
+        SELECT n.id, n.weight, n.instance_created_at,
+               sluice_aging_rank(n.priority, extract(epoch FROM now() - n.ready_at),
+                                 n.aging_s) AS priority
         FROM node_instances n
         WHERE n.state = 'ready' AND n.resource_group = g.name
           AND (n.not_before IS NULL OR n.not_before <= now())
@@ -33,9 +39,29 @@ candidates AS (
         LIMIT LEAST(g.free, (SELECT n FROM budget))
         FOR UPDATE OF n SKIP LOCKED
     ) c
+    UNION
+    SELECT g.name AS resource_group, g.free, c.*
+    FROM groups g
+    CROSS JOIN LATERAL (
+        SELECT n.id, n.weight, n.instance_created_at,
+               sluice_aging_rank(n.priority, extract(epoch FROM now() - n.ready_at),
+                                 n.aging_s) AS priority
+        FROM node_instances n
+        WHERE n.state = 'ready' AND n.resource_group = g.name AND n.aging_s IS NOT NULL
+          AND (n.not_before IS NULL OR n.not_before <= now())
+        ORDER BY 4 DESC, n.weight DESC, n.instance_created_at, n.id
+        LIMIT LEAST(g.free, (SELECT n FROM budget))
+        FOR UPDATE OF n SKIP LOCKED
+    ) c
 ),
+-- The two heads of a group together may exceed its free slots: cut each group to them.
 picked AS (
-    SELECT id FROM candidates
+    SELECT id FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.resource_group
+                                       ORDER BY c.priority DESC, c.weight DESC,
+                                                c.instance_created_at, c.id) AS nth
+        FROM candidates c) c
+    WHERE c.nth <= c.free
     ORDER BY priority DESC, weight DESC, instance_created_at, id
     LIMIT (SELECT n FROM budget)
 ),

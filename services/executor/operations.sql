@@ -53,18 +53,48 @@ backfill_places AS (
            ), 0) AS free
     FROM waiting_backfills q JOIN backfills b ON b.id = q.id
 ),
+-- Lanes (policy.lane): only the head of a lane (its lowest waiting id) may start, and only while
+-- no instance of the lane runs; one admitter at a time, so two heads never start together.
+-- Aging (policy.aging_s) only raises a row: the head by aging rank is within the head by static
+-- priority plus the head of the aging rows (see claim_nodes); `queue_priority` below is the rank.
 candidates AS (
-    SELECT c.*
+    SELECT p.workflow_id, p.free, c.*
     FROM places p
     CROSS JOIN LATERAL (
-        SELECT i.id, i.backfill_id, i.queue_priority, i.created_at
+        SELECT i.id, i.backfill_id, i.created_at,
+               sluice_aging_rank(i.queue_priority, extract(epoch FROM now() - i.created_at),
+                                 i.aging_s) AS queue_priority
         FROM instances i
         WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting'
           AND (i.backfill_id IS NULL OR EXISTS (
                 SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
           -- dependencies between workflows (migration 0013): wait for the upstream cycles
           AND NOT i.blocked
+          AND (i.lane IS NULL OR NOT EXISTS (
+                SELECT 1 FROM instances o
+                WHERE o.workflow_id = i.workflow_id AND o.lane = i.lane
+                  AND (o.state = 'running' OR (o.state = 'waiting' AND o.id < i.id))))
         ORDER BY i.queue_priority DESC, i.created_at, i.id
+        LIMIT p.free
+        FOR UPDATE OF i SKIP LOCKED
+    ) c
+    UNION
+    SELECT p.workflow_id, p.free, c.*
+    FROM places p
+    CROSS JOIN LATERAL (
+        SELECT i.id, i.backfill_id, i.created_at,
+               sluice_aging_rank(i.queue_priority, extract(epoch FROM now() - i.created_at),
+                                 i.aging_s) AS queue_priority
+        FROM instances i
+        WHERE i.workflow_id = p.workflow_id AND i.state = 'waiting' AND i.aging_s IS NOT NULL
+          AND (i.backfill_id IS NULL OR EXISTS (
+                SELECT 1 FROM backfill_places bp WHERE bp.id = i.backfill_id AND bp.free > 0))
+          AND NOT i.blocked
+          AND (i.lane IS NULL OR NOT EXISTS (
+                SELECT 1 FROM instances o
+                WHERE o.workflow_id = i.workflow_id AND o.lane = i.lane
+                  AND (o.state = 'running' OR (o.state = 'waiting' AND o.id < i.id))))
+        ORDER BY 4 DESC, i.created_at, i.id
         LIMIT p.free
         FOR UPDATE OF i SKIP LOCKED
     ) c
@@ -72,10 +102,12 @@ candidates AS (
 picked AS (
     SELECT c.id, c.created_at
     FROM (SELECT c.*, row_number() OVER (PARTITION BY c.backfill_id
-                                         ORDER BY c.queue_priority DESC, c.created_at, c.id) AS nth
+                                         ORDER BY c.queue_priority DESC, c.created_at, c.id) AS nth,
+                 row_number() OVER (PARTITION BY c.workflow_id
+                                    ORDER BY c.queue_priority DESC, c.created_at, c.id) AS rank
           FROM candidates c) c
     LEFT JOIN backfill_places bp ON bp.id = c.backfill_id
-    WHERE c.backfill_id IS NULL OR c.nth <= bp.free
+    WHERE (c.backfill_id IS NULL OR c.nth <= bp.free) AND c.rank <= c.free
 )
 -- `candidates` locked the rows and re-checked they are waiting: they are updated by id alone.
 UPDATE instances i SET state = 'running', started_at = clock_timestamp(), finished_at = NULL

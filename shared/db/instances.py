@@ -17,6 +17,7 @@ from shared.db.errors import NotFound
 from shared.db.pool import Connection, Executor, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
+from shared.lanes import lane_value
 from shared.models.instances import AttemptOut, InstanceOut, NodeInstanceOut
 from shared.weighting import with_runtime_priority
 
@@ -90,6 +91,24 @@ async def _overflow_states(
     return states, reasons, replaced
 
 
+def _lane(item: NewInstance, instance_id: int) -> str | None:
+    spec = item.version.spec
+    if spec.policy.lane is None:
+        return None
+    return lane_value(
+        spec.policy.lane,
+        workflow_type=spec.type,
+        workflow_name=spec.name,
+        version=item.version.version,
+        instance_id=instance_id,
+        cyctime=item.cyctime,
+        timezone=spec.timezone or "UTC",
+        workflow_params=spec.parameters,
+        runtime_params=item.parameters,
+        trigger_message=item.trigger_message,
+    )
+
+
 async def create_instances(
     conn: Connection, items: list[NewInstance], *, notify: bool = True
 ) -> list[Created | None]:
@@ -101,8 +120,9 @@ async def create_instances(
         return []
     states, reasons, replaced = await _overflow_states(conn, items)
     ids = await next_ids(conn, "instances_id_seq", len(items))
-    cols: list[list[Any]] = [[] for _ in range(18)]
+    cols: list[list[Any]] = [[] for _ in range(20)]
     node_cols: list[list[Any]] = [[] for _ in range(11)]
+    node_aging: list[float | None] = []
     for index, (iid, item) in enumerate(zip(ids, items, strict=True)):
         spec = item.version.spec
         row = (
@@ -124,6 +144,8 @@ async def create_instances(
             item.backfill_id,
             item.rerun_of,
             reasons[index],
+            spec.policy.aging_s,
+            _lane(item, iid),
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
@@ -150,9 +172,10 @@ async def create_instances(
                 strict=True,
             ):
                 col.append(value)
+            node_aging.append(spec.policy.aging_s)
     inserted = {int(r["id"]) for r in await conn.fetch(Q["insert_instances"], *cols)}
     if inserted:
-        await conn.execute(Q["insert_nodes"], *node_cols, list(inserted))
+        await conn.execute(Q["insert_nodes"], *node_cols, list(inserted), node_aging)
         await dependencies.record(
             conn,
             [

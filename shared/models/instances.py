@@ -66,6 +66,8 @@ class NodeInstanceOut(Record):
     resource_group: str
     upstream: list[str]
     attempts: list[AttemptOut] = Field(default_factory=list)
+    # Priority after aging (policy.aging_s) while the node is ready; else its priority.
+    effective_priority: int | None = None
 
 
 class UpstreamWait(Record):
@@ -101,3 +103,9 @@ class InstanceOut(Record):
     finished_at: datetime | None
     nodes: list[NodeInstanceOut] = Field(default_factory=list)
     waiting_for: list[UpstreamWait] = Field(default_factory=list)
+    # Seconds per aging level (policy.aging_s at creation) and the queue priority it has reached
+    # while waiting (its queue priority once promoted).
+    aging_s: float | None = None
+    effective_priority: int | None = None
+    # policy.lane resolved at admission ("" when the template did not resolve).
+    lane: str | None = None

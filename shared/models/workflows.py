@@ -141,6 +141,12 @@ class Policy(Spec):
     notify: list[NotifyRule] = Field(default_factory=list)
     # An instance unfinished this long after its creation raises `sla_miss` once.
     sla_s: float | None = Field(default=None, gt=0, le=365 * 86400)
+    # A waiting instance or ready node gains one priority level per `aging_s` seconds waited, so
+    # sustained high-priority load cannot starve lower levels forever.
+    aging_s: float | None = Field(default=None, ge=1, le=7 * 86400)
+    # Ordered lane, a template resolved at admission (e.g. `${workflow.triggerMessage.key}`):
+    # instances with the same value run one at a time in admission order.
+    lane: str | None = Field(default=None, min_length=1, max_length=1000)
 
 
 class Schedule(Spec):
