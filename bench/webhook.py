@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.common import BENCH_SECRET_KEY
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from shared.embedded.postgres import EmbeddedPostgres, with_database
@@ -352,6 +353,8 @@ async def main(args: argparse.Namespace) -> None:
                 SLUICE_LOG_LEVEL="warning",
                 SLUICE_LOG_FORMAT="json",
                 SLUICE_DB_POOL_MAX="10",
+                # The executor refuses to start without one (connection secrets).
+                SLUICE_SECRET_KEY=BENCH_SECRET_KEY,
             )
             url = f"http://127.0.0.1:{port}"
             logs = Path(tempfile.mkdtemp(prefix="sluice-bench-logs-"))
