@@ -7,6 +7,8 @@ embedded moto S3/SQS, and prints one JSON line per scenario:
 - `webhook_intake`: N distinct MinIO notifications POSTed with C concurrent connections → requests/s
   (each request answered only after its instance committed) and request latency percentiles.
 - `webhook_redelivery`: the same N notifications again → all duplicates, requests/s.
+- `webhook_keepalive`: K new notifications, then K `GET /healthz`, sent one after another on ONE
+  keep-alive connection (how MinIO and Ceph targets deliver) → milliseconds per request.
 - `webhook_to_node_start`: notifications POSTed at an offered rate → p50/p99 from the POST to the
   start of the workflow's (trivial) node attempt.
 - `upload_to_node_start`: objects uploaded to moto S3 (notifications to SQS, read by the listener)
@@ -14,6 +16,7 @@ embedded moto S3/SQS, and prints one JSON line per scenario:
   its per-request queue scan are part of this figure; they are not S3's.
 
     python bench/webhook.py [--requests 5000] [--concurrency 64] [--rate 50] [--latency-n 300]
+                            [--keepalive-n 200]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.common import BENCH_SECRET_KEY
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from shared.embedded.postgres import EmbeddedPostgres, with_database
@@ -212,6 +216,39 @@ async def bench_intake(
     }
 
 
+async def bench_keepalive(url: str, n: int, offset: int) -> list[dict[str, Any]]:
+    """Back-to-back requests on one connection: each waits for the previous answer."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    results = []
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for label in ("POST /hooks/s3", "GET /healthz"):
+            latencies: list[float] = []
+            statuses: dict[int, int] = {}
+            for i in range(offset, offset + n):
+                sent = time.perf_counter()
+                if label == "GET /healthz":
+                    request = session.get(f"{url}/healthz")
+                else:
+                    body = minio_body(f"keepalive/f{i}.csv", f"{i:032x}")
+                    request = session.post(f"{url}/hooks/s3", data=body, headers=headers)
+                async with request as r:
+                    await r.read()
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                latencies.append(time.perf_counter() - sent)
+            results.append(
+                {
+                    "scenario": "webhook_keepalive",
+                    "request": label,
+                    "requests": n,
+                    "connections": 1,
+                    "statuses": statuses,
+                    **percentiles(latencies),
+                }
+            )
+    return results
+
+
 async def batch_sizes(url: str) -> dict[str, Any]:
     """How many events the listener admitted per transaction so far (its own metric)."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as r:
@@ -316,6 +353,8 @@ async def main(args: argparse.Namespace) -> None:
                 SLUICE_LOG_LEVEL="warning",
                 SLUICE_LOG_FORMAT="json",
                 SLUICE_DB_POOL_MAX="10",
+                # The executor refuses to start without one (connection secrets).
+                SLUICE_SECRET_KEY=BENCH_SECRET_KEY,
             )
             url = f"http://127.0.0.1:{port}"
             logs = Path(tempfile.mkdtemp(prefix="sluice-bench-logs-"))
@@ -333,6 +372,9 @@ async def main(args: argparse.Namespace) -> None:
                         return False
 
                 await wait_until(ready)
+                if args.keepalive_n:
+                    for result in await bench_keepalive(url, args.keepalive_n, 10**7):
+                        emit(result)
                 if args.requests:
                     emit(
                         await bench_intake(
@@ -392,6 +434,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=50, help="offered events/s for latency")
     parser.add_argument("--latency-n", type=int, default=300, help="latency samples (0: skip)")
+    parser.add_argument(
+        "--keepalive-n", type=int, default=200, help="requests on one connection (0: skip)"
+    )
     return parser.parse_args()
 
 

@@ -163,17 +163,28 @@ async def _admit_in(conn: Connection, events: list[IncomingEvent]) -> list[list[
     return results
 
 
+# Triggers named in one event's log line. With thousands of triggers on one bucket, naming every
+# outcome made lines of ~40 KB per event; the full record is in the event's stored outcomes.
+LOGGED_OUTCOMES = 5
+
+
 def _log(record: _Record, outcomes: list[OutcomeOut]) -> None:
     kinds = {o.outcome for o in outcomes}
     headline = "admitted" if "admitted" in kinds else (outcomes[0].outcome if outcomes else "none")
+    # Admissions first: they are what a reader of the log looks for.
+    shown = sorted(outcomes, key=lambda o: o.outcome != "admitted")[:LOGGED_OUTCOMES]
+    extra: dict[str, Any] = {}
+    if len(outcomes) > len(shown):
+        extra["outcome_counts"] = dict(Counter(o.outcome for o in outcomes))
     log.info(
         f"event_{headline}",
         event_id=record.id,
         source=record.event.source,
         ref=record.event.ref,
-        trigger=sorted({o.trigger for o in outcomes if o.trigger}),
-        outcomes=[f"{o.trigger or '-'}/{o.workflow or '-'}:{o.outcome}" for o in outcomes],
+        trigger=sorted({o.trigger for o in shown if o.trigger}),
+        outcomes=[f"{o.trigger or '-'}/{o.workflow or '-'}:{o.outcome}" for o in shown],
         instance_ids=[i for o in outcomes for i in o.instance_ids],
+        **extra,
     )
 
 

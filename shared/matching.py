@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jmespath
 import jmespath.exceptions
@@ -188,3 +188,72 @@ def match(trigger: AnyTriggerSpec, message: dict[str, Any]) -> Match:
     if isinstance(trigger, WorkflowTriggerSpec):
         return match_workflow(trigger, message)
     return match_s3(trigger, message)
+
+
+_GLOB_SPECIALS = "*?["
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a key glob before its first wildcard: every key it matches starts with it."""
+    ends = [i for i in (pattern.find(c) for c in _GLOB_SPECIALS) if i != -1]
+    return pattern[: min(ends)] if ends else pattern
+
+
+T = TypeVar("T")
+
+
+class TriggerIndex(Generic[T]):
+    """Triggers found by what an event names, so matching costs per candidate, not per trigger.
+
+    Kafka triggers are filed under (topic, key) (key None: any key); S3 triggers under (bucket,
+    literal prefix of the key pattern). `candidates` returns every trigger that could match the
+    message, and no trigger that cannot: one left out has a different topic, key, bucket or key
+    prefix. Built once per trigger set; a lookup costs one dict probe per distinct prefix length
+    in the bucket, whatever the number of triggers.
+    """
+
+    def __init__(self, triggers: list[tuple[KafkaTriggerSpec | S3TriggerSpec, T]]) -> None:
+        self._kafka: dict[tuple[str, str | None], list[T]] = {}
+        # bucket -> prefix length -> prefix -> triggers
+        self._s3: dict[str, dict[int, dict[str, list[T]]]] = {}
+        for spec, value in triggers:
+            if isinstance(spec, KafkaTriggerSpec):
+                self._kafka.setdefault((spec.topic, spec.key), []).append(value)
+            else:
+                prefix = literal_prefix(spec.key_pattern)
+                by_length = self._s3.setdefault(spec.bucket, {})
+                by_length.setdefault(len(prefix), {}).setdefault(prefix, []).append(value)
+        self._lengths = {bucket: sorted(v) for bucket, v in self._s3.items()}
+
+    def kafka(self, topic: str, key: str | None) -> list[T]:
+        """Triggers on `topic` with no key or with exactly this key."""
+        found = list(self._kafka.get((topic, None), ()))
+        if key is not None:
+            found.extend(self._kafka.get((topic, key), ()))
+        return found
+
+    def s3(self, bucket: str, key: str) -> list[T]:
+        """Triggers on `bucket` whose key pattern's literal prefix starts `key`."""
+        by_length = self._s3.get(bucket)
+        if by_length is None:
+            return []
+        found: list[T] = []
+        for length in self._lengths[bucket]:
+            if length > len(key):
+                break
+            found.extend(by_length[length].get(key[:length], ()))
+        return found
+
+    def candidates(self, source: str, message: Mapping[str, Any]) -> list[T]:
+        """The triggers that could match this Kafka or S3 CloudEvents message."""
+        if source == "kafka":
+            topic, key = message.get("topic"), message.get("key")
+            if not isinstance(topic, str):
+                return []
+            return self.kafka(topic, key if isinstance(key, str) else None)
+        s3 = (message.get("data") or {}).get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        key = (s3.get("object") or {}).get("key")
+        if not isinstance(bucket, str) or not isinstance(key, str):
+            return []
+        return self.s3(bucket, key)

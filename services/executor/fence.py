@@ -1,7 +1,8 @@
 """The per-attempt fence: a small process between the executor and a node's process group.
 
-Run as `python -I -S fence.py DEADLINE GRACE UID GID -- ARGV...` (standard library only, so it
-starts in milliseconds and never imports sluice). It starts ARGV in a process group of its own
+Run as `python -I -S fence.py DEADLINE GRACE UID GID -- ARGV...`, or imported by the short
+loader of fencing.py with the same arguments (standard library only, so it starts in
+milliseconds and never imports sluice). It starts ARGV in a process group of its own
 and kills that whole group, without any help from the executor, when:
 
 - the lease deadline passes without a renewal: DEADLINE is a CLOCK_MONOTONIC time (shared by
@@ -26,9 +27,12 @@ The fence exits with the leader's status (128 + N when killed by signal N).
 
 from __future__ import annotations
 
+# `ctypes` itself (enums, struct, the type zoo) costs milliseconds at every node start; the
+# one libc call the fence needs is built from its C core directly.
+import _ctypes
+
 # The `signal` module wraps this one in enums, which costs milliseconds at every node start.
 import _signal as signal  # type: ignore[import-not-found]
-import ctypes
 import os
 import select
 import sys
@@ -49,10 +53,25 @@ def _note(message: str) -> None:
         pass
 
 
+class _CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # not subscriptable at run time
+    _type_ = "i"
+
+
+class _CFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _CInt
+
+
+class _Libc:
+    # RTLD_NOW | RTLD_GLOBAL on the running program: libc is already loaded.
+    _handle = _ctypes.dlopen(None, os.RTLD_NOW | os.RTLD_GLOBAL)  # type: ignore[arg-type]
+
+
 def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+    # A (name, library) pair: anything with a `_handle` serves as the library.
+    prctl = _CFunction(("prctl", _Libc()))  # type: ignore[arg-type]
+    if prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(_ctypes.get_errno(), f"prctl({option}) failed")
 
 
 def _unreadable_path(path: str) -> str | None:

@@ -290,9 +290,15 @@ async def _read_body(receive: Receive, declared: bytes, limit: int) -> tuple[byt
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; binding before serving turns a taken port into a clear OSError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose `proto`
+    # says TCP, and accepted sockets copy it from this one. Without it every response waits for
+    # the client's delayed ACK (~40 ms), which stores sending notifications back to back on one
+    # keep-alive connection pay for each event.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Linux also copies the option itself to accepted connections.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
