@@ -31,6 +31,7 @@ async def test_stripped_secrets_leave_proc_environ() -> None:
         **os.environ,
         "SLUICE_DATABASE_URL": "postgresql://u:db-pw-3e1f@h/db",
         "AWS_SECRET_ACCESS_KEY": "s3-secret-77aa",
+        "SLUICE_SECRET_KEY": "sealing-key-5c9d",
         "SLUICE_KEEP_ME": "visible",
     }
     proc = await asyncio.create_subprocess_exec(
@@ -44,10 +45,13 @@ async def test_stripped_secrets_leave_proc_environ() -> None:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert line.decode().strip() == "['AWS_SECRET_ACCESS_KEY', 'SLUICE_DATABASE_URL'] False"
+        assert line.decode().strip() == (
+            "['AWS_SECRET_ACCESS_KEY', 'SLUICE_DATABASE_URL', 'SLUICE_SECRET_KEY'] False"
+        )
         environ = read_bytes(f"/proc/{proc.pid}/environ")
         assert b"db-pw-3e1f" not in environ
         assert b"s3-secret-77aa" not in environ
+        assert b"sealing-key-5c9d" not in environ
         assert b"SLUICE_KEEP_ME=visible" in environ
     finally:
         proc.stdin.close()
