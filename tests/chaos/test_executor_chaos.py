@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from tests.factories import shell_node
+from tests.support.chaos import SUMMARIES
 from tests.support.executor import enqueue, executor_process, flow, save
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
@@ -205,10 +206,12 @@ async def test_executor_kill_and_pause(pool: Pool, db_url: str, tmp_path: Path) 
         "SELECT extract(epoch FROM max(finished_at)) FROM attempts WHERE reason = 'lost'"
     )
     recover_s = float(last_rescue or disturbed_at) - disturbed_at
-    print(  # noqa: T201 - the scenario's summary line is part of its result
+    line = (
         f"chaos: scenario=executor_kill_pause sent={len(ids)} admitted={admitted} "
         f"lost={lost_runs} duplicated={duplicated} recover_s={recover_s:.1f}"
     )
+    SUMMARIES.append(line)
+    print(line)  # noqa: T201 - the scenario's summary line is part of its result
     seen = f"samples={samples.count} peak={dict(samples.peak)} doubles={samples.double_attempts}"
     assert samples.count > 100, seen
     # Reached (the sampler sees the nodes) and never exceeded.

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.embedded.kafka import EmbeddedKafka, create_topics
 from shared.embedded.process import free_port
 from tests.integration.kafka_support import group_id
+from tests.support.chaos import SUMMARIES
 from tests.support.kafka_listener import Pool, bind, eventually, listener_process, send
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
@@ -69,10 +70,12 @@ async def report(pool: Pool, scenario: str, ids: range, recover_s: float) -> Non
     duplicated = sum(1 for n in ids if seen[n] > 1)
     admitted = sum(1 for n in ids if seen[n] > 0)
     # The summary line is this suite's output (CI collects it), hence a print.
-    print(  # noqa: T201
+    line = (
         f"chaos: scenario={scenario} sent={len(ids)} admitted={admitted} lost={lost} "
         f"duplicated={duplicated} recover_s={recover_s:.1f}"
     )
+    SUMMARIES.append(line)
+    print(line)  # noqa: T201
     assert (lost, duplicated) == (0, 0)
 
 
