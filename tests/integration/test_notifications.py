@@ -200,7 +200,11 @@ async def test_receiver_down_then_back_gets_the_message(pool: Pool, db_url: str)
     async with pool.acquire() as conn:
         row_id = await enqueue_test(conn, DEFAULT_WS, rule)
     async with running_notifier(db_url):
-        failed = "SELECT 1 FROM notifications WHERE id = $1 AND attempts = 1 AND state = 'pending'"
+        # A claimed row already counts the attempt; the try is over once its lease is released.
+        failed = (
+            "SELECT 1 FROM notifications WHERE id = $1 AND attempts = 1 AND state = 'pending' "
+            "AND lease_token IS NULL"
+        )
         await wait_rows(pool, failed, row_id)
         error = await pool.fetchval("SELECT last_error FROM notifications WHERE id = $1", row_id)
         assert "ConnectError" in error
