@@ -124,7 +124,7 @@ async def kafka_consume_rate(messages: int) -> dict[str, Any]:
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from shared.embedded.kafka import EmbeddedKafka, create_topics
+    from services.dev.servers.kafka import EmbeddedKafka, create_topics
 
     async with EmbeddedKafka() as broker:
         await create_topics(broker.bootstrap, ["bench"], 1)

@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
+from services.dev.servers.postgres import EmbeddedPostgres, with_database
 from shared.db.migrate import migrate
 from shared.db.pool import connect
-from shared.embedded.postgres import EmbeddedPostgres, with_database
 from shared.secret_box import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,11 +42,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from bench.common import ROOT, emit, fresh_database, postgres_server, sluice_env
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from services.kafka_listener.records import to_event
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.pool import create_pool
-from shared.embedded.kafka import EmbeddedKafka, create_topics
 from shared.intake import admit_batch
 from shared.models.events import MAX_PAYLOAD_BYTES
 from shared.models.triggers import KafkaTriggerSpec

@@ -34,8 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import emit
 from bench.intake import SLUICE, Assigned, bind_workflow, database, listener_env, note, poll
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from shared.db.pool import create_pool
-from shared.embedded.kafka import EmbeddedKafka, create_topics
 
 TOPIC = "bench-latency"
 BASELINE_TOPIC = "bench-latency-baseline"

@@ -39,11 +39,11 @@ import aiohttp
 import asyncpg
 
 from bench.common import BENCH_SECRET_KEY
+from services.dev.servers.postgres import EmbeddedPostgres, with_database
+from services.dev.servers.process import free_port
+from services.dev.servers.s3 import EmbeddedS3, ensure_bucket, ensure_queue, notify_queue
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
-from shared.embedded.postgres import EmbeddedPostgres, with_database
-from shared.embedded.process import free_port
-from shared.embedded.s3 import EmbeddedS3, ensure_bucket, ensure_queue, notify_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUICE = str(Path(sys.executable).with_name("sluice"))

@@ -101,7 +101,7 @@ def _cmd_rotate_secrets(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from services.dev import run_dev
+    from services.dev.command import run_dev
 
     return run_dev(reset=args.reset)
 

@@ -5,7 +5,7 @@ Bad configuration fails at start with one line naming the variable (`SettingsErr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +39,12 @@ class KafkaSettings(_Base):
     kafka_group_id: str = "sluice-kafka-listener"
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
     kafka_max_batch: int = Field(default=500, ge=1, le=100_000)
+
+
+# The credentials the S3 of `sluice dev` hands out (it accepts any). `sluice upload` falls back
+# to them for an endpoint on this machine, so they live here rather than in the dev package.
+DEV_S3_ACCESS_KEY: Final = "sluice"
+DEV_S3_SECRET_KEY: Final = "sluice-dev-secret"
 
 
 class S3Settings(_Base):

@@ -18,9 +18,9 @@ import asyncpg
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from services.dev.servers.postgres import EmbeddedPostgres, with_database
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
-from shared.embedded.postgres import EmbeddedPostgres, with_database
 from tests.support.secrets import TEST_SECRET_KEY
 
 pytest_plugins = ["tests.integration.kafka_support"]

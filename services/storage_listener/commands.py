@@ -25,8 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from services.storage_listener import aws
-from shared.embedded.s3 import DEV_ACCESS_KEY, DEV_SECRET_KEY
-from shared.settings import S3Settings, load_settings
+from shared.settings import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, S3Settings, load_settings
 
 
 def parse_destination(destination: str, filename: str) -> tuple[str, str]:
@@ -61,8 +60,8 @@ def upload_options(settings: S3Settings, endpoint: str | None) -> dict[str, Any]
         settings = settings.model_copy(update={"s3_endpoint": endpoint})
     options = aws.s3_options(settings)
     if not aws.credentials(settings) and _is_local(settings.s3_endpoint):
-        options["aws_access_key_id"] = DEV_ACCESS_KEY
-        options["aws_secret_access_key"] = DEV_SECRET_KEY
+        options["aws_access_key_id"] = DEV_S3_ACCESS_KEY
+        options["aws_secret_access_key"] = DEV_S3_SECRET_KEY
     return options
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.async_api import Dialog, Route, expect
 
-from shared.embedded.kafka import EmbeddedKafka
+from services.dev.servers.kafka import EmbeddedKafka
 from tests.browser.conftest import Console
 from tests.factories import shell_node
 from tests.integration.kafka_support import TopicFactory

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from services.dev.servers.kafka import EmbeddedKafka
+from services.dev.servers.postgres import EmbeddedPostgres
+from services.dev.servers.process import free_port
 from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
-from shared.embedded.kafka import EmbeddedKafka
-from shared.embedded.postgres import EmbeddedPostgres
-from shared.embedded.process import free_port
 from tests.chaos.test_kafka_intake import produce
 from tests.factories import shell_node, workflow
 from tests.integration.kafka_support import TopicFactory, group_id

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded.kafka import EmbeddedKafka, create_topics
-from shared.embedded.process import free_port
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
+from services.dev.servers.process import free_port
 from tests.integration.kafka_support import TopicFactory, group_id, producer
 from tests.support.chaos import (
     Pool,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.embedded.kafka import EmbeddedKafka, create_topics
-from shared.embedded.process import free_port
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
+from services.dev.servers.process import free_port
 from tests.integration.kafka_support import group_id
 from tests.support.chaos import SUMMARIES
 from tests.support.kafka_listener import Pool, bind, eventually, listener_process, send

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.embedded.process import free_port
-from shared.embedded.s3 import EmbeddedS3
+from services.dev.servers.process import free_port
+from services.dev.servers.s3 import EmbeddedS3
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.support.chaos import (
     Pool,

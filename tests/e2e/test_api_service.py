@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from shared.embedded.process import free_port
+from services.dev.servers.process import free_port
 from tests.support.api import ROOT, SLUICE, api_subprocess, sluice_env
 
 WS = "/workspaces/default"

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from shared.embedded.process import free_port
+from services.dev.servers.process import free_port
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 READY_S = 150.0

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.embedded.process import free_port
+from services.dev.servers.process import free_port
 from tests.e2e.test_dev import dev_process, read_banner
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))

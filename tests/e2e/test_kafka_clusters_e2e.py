@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from shared.db import connections
-from shared.embedded.kafka import EmbeddedKafka, create_topics
 from tests.integration.kafka_support import group_id
 from tests.support.kafka_listener import Pool, bind, eventually, listener_process, send
 from tests.support.secrets import suite_box

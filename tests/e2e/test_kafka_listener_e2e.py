@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.embedded.kafka import EmbeddedKafka, create_topics
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from shared.models.triggers import KafkaTriggerSpec
 from shared.models.workflows import WorkflowSpec
 from tests.factories import add_trigger, add_workflow, workflow

@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from shared.embedded.process import free_port
+from services.dev.servers.process import free_port
 from tests.support.api import ROOT, SLUICE, sluice_env, stop_process, wait_ready
 
 

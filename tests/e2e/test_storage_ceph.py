@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.embedded.ceph import EmbeddedCeph, notify_webhook
+from services.dev.servers.ceph import EmbeddedCeph, notify_webhook
 from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
 from tests.support.ceph import ceph_rgw_fixture  # noqa: F401
 from tests.support.s3 import (

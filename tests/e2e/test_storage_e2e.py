@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.embedded.s3 import EmbeddedS3
+from services.dev.servers.s3 import EmbeddedS3
 from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
 from tests.support.s3 import (  # noqa: F401 - fixtures
     NotifiedBucket,

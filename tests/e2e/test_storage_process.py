@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from shared.embedded.process import free_port
-from shared.embedded.s3 import EmbeddedS3, ensure_bucket
+from services.dev.servers.process import free_port
+from services.dev.servers.s3 import EmbeddedS3, ensure_bucket
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.support.s3 import Pool, embedded_s3_fixture, eventually, s3_client_fixture, unique  # noqa: F401
 

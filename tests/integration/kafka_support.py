@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import NoOffsetForPartitionError
 
-from shared.embedded.kafka import Backend, BackendChoice, EmbeddedKafka, create_topics
+from services.dev.servers.kafka import Backend, BackendChoice, EmbeddedKafka, create_topics
 
 KAFKA_BACKEND_ENV = "SLUICE_TEST_KAFKA_BACKEND"
 WAIT_S = 20.0

@@ -9,10 +9,10 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.dev import ensure_examples_connection, ensure_examples_s3, read_specs
+from services.dev.examples import ensure_examples_connection, ensure_examples_s3, read_specs
+from services.dev.servers.postgres import with_database
+from services.dev.servers.s3 import EmbeddedS3
 from shared.db import workflows as workflow_repo
-from shared.embedded.postgres import with_database
-from shared.embedded.s3 import EmbeddedS3
 from shared.models.workflows import WorkflowSpec
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, running_executor, wait_instance

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from shared.embedded import kafka as kafka_module
-from shared.embedded.kafka import (
+from services.dev.servers import kafka as kafka_module
+from services.dev.servers.kafka import (
     Backend,
     EmbeddedKafka,
     EmbeddedKafkaError,
@@ -32,7 +32,7 @@ from shared.embedded.kafka import (
     probe_metadata,
     tansu_binary,
 )
-from shared.embedded.process import free_port
+from services.dev.servers.process import free_port
 from shared.kafka.offsets import start_offset
 from tests.integration.kafka_support import (
     WAIT_S,
@@ -158,7 +158,7 @@ def broker_owner(
     skip_if_unavailable(request.param)
     script = (
         "import sys, pathlib\n"
-        "from shared.embedded.kafka import EmbeddedKafka\n"
+        "from services.dev.servers.kafka import EmbeddedKafka\n"
         "kafka = EmbeddedKafka(backend=sys.argv[1], log_path=pathlib.Path(sys.argv[2]))\n"
         "kafka.start()\n"
         "sys.stdout.write(f'broker-pid {kafka.pid}\\n')\n"

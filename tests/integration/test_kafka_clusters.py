@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from shared.db import connections
-from shared.embedded.kafka import EmbeddedKafka, create_topics
 from shared.kafka.cluster import KafkaConnectionError, connection_settings
 from shared.probes import READINESS
 from shared.settings import KafkaSettings

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.embedded.kafka import EmbeddedKafka
+from services.dev.servers.kafka import EmbeddedKafka
 from shared.intake import admit_batch
 from shared.kafka import admission
 from tests.factories import kafka_event

@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from shared.db import triggers as trigger_repo
-from shared.embedded.kafka import EmbeddedKafka, create_topics
 from tests.factories import add_trigger, kafka_trigger
 from tests.integration.kafka_support import (
     RecordingListener,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded.kafka import EmbeddedKafka, create_topics
-from shared.embedded.process import free_port
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
+from services.dev.servers.process import free_port
 from shared.probes import READINESS
 from tests.integration.kafka_support import TopicFactory
 from tests.support.kafka_listener import (

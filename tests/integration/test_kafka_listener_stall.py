@@ -20,7 +20,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
-from shared.embedded.kafka import EmbeddedKafka
+from services.dev.servers.kafka import EmbeddedKafka
 from shared.probes import READINESS
 from tests.integration.kafka_support import TopicFactory, group_id, group_timing
 from tests.support.kafka_listener import (

@@ -12,9 +12,9 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
+from services.dev.servers.kafka import EmbeddedKafka
 from services.executor.operations import promote_instances
 from shared.db import instances as instance_repo
-from shared.embedded.kafka import EmbeddedKafka
 from tests.factories import DEFAULT_WS, shell_node, workflow
 from tests.integration.kafka_support import TopicFactory
 from tests.support.executor import enqueue, executor_process, flow, save, wait_for

@@ -9,10 +9,10 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.dev import ensure_examples_connection, read_specs
+from services.dev.examples import ensure_examples_connection, read_specs
+from services.dev.servers.postgres import with_database
 from services.executor.logs import read_log
 from shared.db import workflows as workflow_repo
-from shared.embedded.postgres import with_database
 from shared.models.workflows import WorkflowSpec
 from tests.factories import DEFAULT_WS
 from tests.support.executor import attempts_of, enqueue, running_executor, wait_instance

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from shared.embedded.process import free_port
+from services.dev.servers.process import free_port
 from shared.probes import Readiness, probe_app, serve_asgi
 
 

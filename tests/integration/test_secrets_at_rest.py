@@ -180,7 +180,7 @@ async def test_rotation_with_new_and_old_keys(pool: Pool, db_url: str) -> None:
 
 
 def test_dev_keeps_one_generated_key_readable_by_its_owner_only(tmp_path: Path) -> None:
-    from services.dev import _secret_key
+    from services.dev.command import _secret_key
 
     key = _secret_key(tmp_path)
     assert len(parse_keys(key)) == 1

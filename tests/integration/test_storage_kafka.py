@@ -12,9 +12,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.dev.servers.kafka import EmbeddedKafka
+from services.dev.servers.process import free_port
 from services.storage_listener.kafka_source import START_SKEW
-from shared.embedded.kafka import EmbeddedKafka
-from shared.embedded.process import free_port
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.integration import kafka_support
 from tests.integration.kafka_support import TopicFactory, group_id, group_timing, producer

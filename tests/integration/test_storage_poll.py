@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from services.dev.servers.s3 import EmbeddedS3, ensure_bucket
 from services.storage_listener.config import PollTarget
 from services.storage_listener.health import SourceHealth
 from services.storage_listener.poll import PollSource
-from shared.embedded.s3 import EmbeddedS3, ensure_bucket
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.support.s3 import (  # noqa: F401 - fixtures
     Pool,

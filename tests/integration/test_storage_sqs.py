@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from services.dev.servers.s3 import EmbeddedS3, ensure_queue
 from services.storage_listener.admitter import Admitter
 from services.storage_listener.health import SourceHealth
 from services.storage_listener.sqs import SqsSource
-from shared.embedded.s3 import EmbeddedS3, ensure_queue
 from shared.models.events import AdmitResult, IncomingEvent
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.support.s3 import (  # noqa: F401 - fixtures

@@ -7,7 +7,7 @@ import asyncio
 from itertools import pairwise
 from pathlib import Path
 
-from services.dev import load_examples
+from services.dev.examples import load_examples
 from services.scheduler.backfill import create_backfills
 from services.scheduler.completions import serve_finishes
 from shared.db import workflows as workflow_repo

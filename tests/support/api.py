@@ -32,10 +32,10 @@ from fastapi import FastAPI
 
 from services.api.app import API_PREFIX, create_app
 from services.api.service import serve
+from services.dev.servers.process import free_port
 from shared.db import tokens as token_repo
 from shared.db import workspaces as workspace_repo
 from shared.db.tokens import Role
-from shared.embedded.process import free_port
 from shared.settings import load_settings
 from tests.support.secrets import TEST_SECRET_KEY
 

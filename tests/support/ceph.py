@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.embedded.ceph import EmbeddedCeph, skip_reason
+from services.dev.servers.ceph import EmbeddedCeph, skip_reason
 
 
 @pytest.fixture(scope="session", name="ceph_rgw")

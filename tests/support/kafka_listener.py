@@ -21,8 +21,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
+from services.dev.servers.kafka import EmbeddedKafka
 from services.kafka_listener.service import run
-from shared.embedded.kafka import EmbeddedKafka
 from shared.kafka.config import ListenerSettings
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings, load_settings

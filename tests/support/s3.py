@@ -18,16 +18,16 @@ import asyncpg
 import httpx
 import pytest
 
-from services.storage_listener.config import StorageSettings
-from services.storage_listener.service import run
-from shared.embedded.process import free_port
-from shared.embedded.s3 import (
+from services.dev.servers.process import free_port
+from services.dev.servers.s3 import (
     EmbeddedS3,
     Queue,
     ensure_bucket,
     ensure_queue,
     notify_queue,
 )
+from services.storage_listener.config import StorageSettings
+from services.storage_listener.service import run
 from shared.settings import Settings, load_settings
 
 T = TypeVar("T")

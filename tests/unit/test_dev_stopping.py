@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.dev import postgres_lines, stopping_line
+from services.dev.command import postgres_lines, stopping_line
 
 
 def test_names_the_running_nodes_the_wait_and_the_way_out() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.dev import read_specs
+from services.dev.examples import read_specs
 from shared.models.workflows import WorkflowSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,18 +1,20 @@
 """`sluice dev`: every bucket named by an s3 trigger exists in the embedded S3 and notifies the
 dev queue, within about a second of the trigger's creation.
 
-Run `run(settings, stop, queue_arn=...)` as a side task of `sluice dev`, next to the storage
-listener reading that queue (`SLUICE_SQS_QUEUE_URLS`). It wakes on the `sluice_triggers`
+Run `run(database_url, s3, stop, queue_arn=...)` as a side task of `sluice dev`, next to the
+storage listener reading that queue (`SLUICE_SQS_QUEUE_URLS`). It wakes on the `sluice_triggers`
 NOTIFY that every trigger change sends, and re-checks every `poll_s` as a fallback (a missed
 notification, a bucket removed by hand)::
 
-    async with EmbeddedS3(port) as s3:              # shared.embedded.s3
-        queue = await dev_buckets.dev_queue(s3)
+    async with EmbeddedS3(port) as s3:              # services.dev.servers.s3
+        queue = await buckets.dev_queue(s3)
         settings = load_settings(**s3.settings_overrides(), sqs_queue_urls=queue.url, ...)
         # side by side with the services (storage-listener reads queue.url):
-        await dev_buckets.run(settings, stop, queue_arn=queue.arn)
+        await buckets.run(settings.database_url, s3, stop, queue_arn=queue.arn)
 
-S3 failures are logged and retried at the next round; they never stop `sluice dev`.
+The storage listener knows nothing of this: it reads the queue it is configured with, whoever
+wired the buckets to it. S3 failures are logged and retried at the next round; they never stop
+`sluice dev`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ from typing import Any, Final
 
 import structlog
 
-from services.storage_listener import aws
+from services.dev.servers.s3 import EmbeddedS3, Queue, ensure_queue, wire_bucket
 from shared.db.pool import Executor, connect
 from shared.db.queries import load
 from shared.db.triggers import CHANNEL
-from shared.embedded.s3 import EmbeddedS3, Queue, ensure_queue, wire_bucket
 from shared.lifecycle import wait_any
-from shared.settings import Settings
 
 Q = load(__file__)
 log = structlog.get_logger("sluice.dev.buckets")
@@ -69,14 +69,16 @@ async def reconcile(conn: Executor, s3: Any, queue_arn: str, wired: set[str]) ->
 
 
 async def run(
-    settings: Settings, stop: asyncio.Event, *, queue_arn: str, poll_s: float = 1.0
+    database_url: str,
+    s3_server: EmbeddedS3,
+    stop: asyncio.Event,
+    *,
+    queue_arn: str,
+    poll_s: float = 1.0,
 ) -> None:
-    """Keep trigger buckets wired to `queue_arn` until `stop` (see the module docstring).
-
-    `settings` must point S3 at the embedded server (`s3_endpoint`, credentials) and carry the
-    database URL.
-    """
-    conn = await connect(settings.database_url, application_name="sluice-dev-buckets")
+    """Keep trigger buckets of `database_url` wired to `queue_arn` in `s3_server` until `stop`
+    (see the module docstring)."""
+    conn = await connect(database_url, application_name="sluice-dev-buckets")
     notified = asyncio.Event()
 
     def wake(*_: object) -> None:
@@ -84,7 +86,7 @@ async def run(
 
     try:
         await conn.add_listener(CHANNEL, wake)
-        async with aws.client("s3", aws.s3_options(settings)) as s3:
+        async with s3_server.client("s3") as s3:
             wired: set[str] = set()
             while not stop.is_set():
                 try:

@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
-from services.storage_listener import dev_buckets
-from shared.embedded.s3 import EmbeddedS3, ensure_queue
+from services.dev import buckets as dev_buckets
+from services.dev.servers.s3 import EmbeddedS3, ensure_queue
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
 from tests.support.s3 import (  # noqa: F401 - fixtures
     Pool,
@@ -57,13 +57,14 @@ async def test_a_new_trigger_bucket_notifies_the_dev_queue_within_two_seconds(
     pool: Pool, db_url: str, embedded_s3: EmbeddedS3, s3_client: Any, sqs_client: Any
 ) -> None:
     queue = await dev_buckets.dev_queue(embedded_s3, unique("dev"))
-    settings = listener_settings(db_url, embedded_s3)
     warmup = unique("warm")
     async with pool.acquire() as conn:
         await add_trigger(conn, s3_trigger("warmup", warmup))
     stop = asyncio.Event()
     # A poll interval far beyond the deadline: only the NOTIFY can make it in time.
-    task = asyncio.create_task(dev_buckets.run(settings, stop, queue_arn=queue.arn, poll_s=3600))
+    task = asyncio.create_task(
+        dev_buckets.run(db_url, embedded_s3, stop, queue_arn=queue.arn, poll_s=3600)
+    )
     try:
         # Its first round wires the warm-up bucket; it LISTENs from before that round.
         await eventually(lambda: _wired(s3_client, warmup, queue.arn))
@@ -105,7 +106,9 @@ async def test_dev_composition_a_trigger_then_an_upload_starts_a_run(
     settings = listener_settings(db_url, embedded_s3, sqs_queue_urls=queue.url)
     bucket = unique("data")
     stop = asyncio.Event()
-    reconciler = asyncio.create_task(dev_buckets.run(settings, stop, queue_arn=queue.arn))
+    reconciler = asyncio.create_task(
+        dev_buckets.run(db_url, embedded_s3, stop, queue_arn=queue.arn)
+    )
     try:
         async with running_listener(settings):
             async with pool.acquire() as conn:

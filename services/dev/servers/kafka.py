@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.errors import IncompatibleBrokerVersion, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateTopicsRequest
 
-from shared.embedded.process import ChildServer, die_with_parent, free_port, signal_group
+from services.dev.servers.process import ChildServer, die_with_parent, free_port, signal_group
 
 log = structlog.get_logger(__name__)
 

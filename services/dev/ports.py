@@ -41,22 +41,27 @@ def _port(variable: str, default: int, *, allow_zero: bool = False) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class DevPorts:
+    """Where the embedded broker and S3 listen (always on 127.0.0.1)."""
+
+    kafka: int
+    s3: int
+
+
+def dev_ports() -> DevPorts:
+    return DevPorts(
+        kafka=_port("SLUICE_DEV_KAFKA_PORT", 19092), s3=_port("SLUICE_DEV_S3_PORT", 19000)
+    )
+
+
 def configured() -> list[DevPort]:
     """Every TCP port `sluice dev` binds, as configured by the environment."""
     host = os.environ.get("SLUICE_HOST", "").strip() or "127.0.0.1"
+    servers = dev_ports()
     found = [
-        DevPort(
-            "the Kafka broker",
-            "SLUICE_DEV_KAFKA_PORT",
-            "127.0.0.1",
-            _port("SLUICE_DEV_KAFKA_PORT", 19092),
-        ),
-        DevPort(
-            "the S3/SQS endpoint",
-            "SLUICE_DEV_S3_PORT",
-            "127.0.0.1",
-            _port("SLUICE_DEV_S3_PORT", 19000),
-        ),
+        DevPort("the Kafka broker", "SLUICE_DEV_KAFKA_PORT", "127.0.0.1", servers.kafka),
+        DevPort("the S3/SQS endpoint", "SLUICE_DEV_S3_PORT", "127.0.0.1", servers.s3),
         DevPort("the API", "SLUICE_API_PORT", host, _port("SLUICE_API_PORT", 8080)),
         DevPort("the webhook", "SLUICE_WEBHOOK_PORT", host, _port("SLUICE_WEBHOOK_PORT", 8081)),
     ]

@@ -34,11 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Self
 
-from shared.embedded.process import ChildServer, die_with_parent, free_port, log_tail, stop_process
+from services.dev.servers.process import (
+    ChildServer,
+    die_with_parent,
+    free_port,
+    log_tail,
+    stop_process,
+)
+from shared.settings import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
 
 REGION: Final = "us-east-1"
-DEV_ACCESS_KEY: Final = "sluice"
-DEV_SECRET_KEY: Final = "sluice-dev-secret"
 # What `sluice dev` wires every trigger bucket to: anything an s3 trigger may ask for.
 NOTIFY_EVENTS: Final = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
 NOTIFICATION_ID: Final = "sluice"
@@ -67,8 +72,8 @@ class EmbeddedS3(ChildServer):
     that lives as long as the server should (the event loop's thread in asyncio code).
     """
 
-    access_key: Final = DEV_ACCESS_KEY
-    secret_key: Final = DEV_SECRET_KEY
+    access_key: Final = DEV_S3_ACCESS_KEY
+    secret_key: Final = DEV_S3_SECRET_KEY
     region: Final = REGION
 
     def __init__(

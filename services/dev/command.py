@@ -14,64 +14,47 @@ import secrets
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import structlog
-import yaml
-from pydantic import TypeAdapter, ValidationError
 
-from services.dev_ports import DevPort, PortError, accepting, check_free, configured
+from services.dev import buckets
+from services.dev.examples import (
+    EXAMPLES_BUCKET,
+    EXAMPLES_CONNECTION,
+    EXAMPLES_S3_CONNECTION,
+    ensure_examples_connection,
+    ensure_examples_s3,
+    examples_dir,
+    load_examples,
+)
+from services.dev.ports import (
+    DevPort,
+    DevPorts,
+    PortError,
+    accepting,
+    check_free,
+    configured,
+    dev_ports,
+)
+from services.dev.servers.kafka import EmbeddedKafka
+from services.dev.servers.postgres import EmbeddedPostgres
+from services.dev.servers.s3 import EmbeddedS3
 from services.registry import SERVICES, ServiceRun, load_service
-from shared.db import connections as connection_repo
-from shared.db import triggers as trigger_repo
-from shared.db import workflows as workflow_repo
 from shared.db.migrate import migrate
-from shared.db.pool import Connection, connect
+from shared.db.pool import connect
 from shared.db.queries import load
-from shared.embedded.kafka import EmbeddedKafka
-from shared.embedded.postgres import EmbeddedPostgres, with_database
-from shared.embedded.s3 import EmbeddedS3, ensure_bucket
 from shared.lifecycle import install_signal_handlers, run_until_stopped
 from shared.logging import configure
-from shared.models.triggers import TriggerSpec
-from shared.models.workflows import WorkflowSpec
 from shared.probes import READINESS, serve_probes
 from shared.secret_box import SecretBox, generate_key
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import Settings, load_settings
 
 log = structlog.get_logger("sluice.dev")
 STATE_DIR = Path(".sluice")
-_TRIGGERS: TypeAdapter[Any] = TypeAdapter(TriggerSpec)
 Main = Callable[[asyncio.Event], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class DevPorts:
-    kafka: int
-    s3: int
-
-
-def _port(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"invalid configuration: {name}: not a port number: {raw!r}") from None
-    if not 0 < value < 65536:
-        raise SettingsError(f"invalid configuration: {name}: {value} is not a port number")
-    return value
-
-
-def dev_ports() -> DevPorts:
-    return DevPorts(
-        kafka=_port("SLUICE_DEV_KAFKA_PORT", 19092), s3=_port("SLUICE_DEV_S3_PORT", 19000)
-    )
 
 
 def _secret(state: Path, env_name: str, file_name: str, prefix: str) -> str:
@@ -96,83 +79,6 @@ def _secret_key(state: Path) -> str:
         with os.fdopen(descriptor, "w") as file:
             file.write(generate_key() + "\n")
     return path.read_text().strip()
-
-
-def examples_dir() -> Path | None:
-    """`examples/` of the working directory, else the one beside the installed sources."""
-    for candidate in (Path("examples"), Path(__file__).resolve().parents[1] / "examples"):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def read_specs(directory: Path) -> list[dict[str, Any]]:
-    """Every spec document in the YAML/JSON files below `directory`, triggers first."""
-    docs: list[dict[str, Any]] = []
-    for path in sorted(
-        [*directory.rglob("*.yaml"), *directory.rglob("*.yml"), *directory.rglob("*.json")]
-    ):
-        for doc in yaml.safe_load_all(path.read_text("utf-8")):
-            items = doc if isinstance(doc, list) else [doc]
-            for item in items:
-                if isinstance(item, dict):
-                    docs.append({**item, "__file__": str(path)})
-    docs.sort(key=lambda d: 0 if d.get("type") in ("kafka", "s3", "workflow") else 1)
-    return docs
-
-
-async def load_examples(conn: Connection, directory: Path) -> list[str]:
-    """Create or update every example trigger and workflow in `default`, workflows published."""
-    loaded: list[str] = []
-    for doc in read_specs(directory):
-        origin = doc.pop("__file__")
-        try:
-            if doc.get("type") in ("kafka", "s3", "workflow"):
-                trigger = _TRIGGERS.validate_python(doc)
-                await trigger_repo.upsert(conn, "default", 1, trigger)
-                loaded.append(f"trigger {trigger.name}")
-            else:
-                spec = WorkflowSpec.model_validate(doc)
-                await workflow_repo.save(conn, 1, spec, publish=True)
-                loaded.append(f"workflow {spec.name}")
-        except (ValidationError, ValueError) as exc:
-            log.warning("example_rejected", file=origin, error=str(exc).splitlines()[0])
-    return loaded
-
-
-EXAMPLES_CONNECTION = "examples_pg"
-
-
-async def ensure_examples_connection(conn: Connection, dsn: str, box: SecretBox) -> None:
-    """The `examples_pg` postgres connection of workspace `default`, to a database of its own on
-    the embedded server, for the examples' sql nodes."""
-    queries = load(__file__)
-    if not await conn.fetchval(queries["examples_database_exists"]):
-        await conn.execute(queries["create_examples_database"])
-    spec = connection_repo.ConnectionSpec(
-        name=EXAMPLES_CONNECTION,
-        kind="postgres",
-        config={"dsn": with_database(dsn, "sluice_examples")},
-    )
-    await connection_repo.upsert(conn, 1, spec, box)
-
-
-EXAMPLES_S3_CONNECTION = "examples_s3"
-EXAMPLES_BUCKET = "examples"
-
-
-async def ensure_examples_s3(conn: Connection, s3: EmbeddedS3, box: SecretBox) -> None:
-    """The `examples_s3` connection of workspace `default` to the embedded S3, and the bucket
-    `examples` there, for the examples' check and sync nodes."""
-    async with s3.client("s3") as client:
-        await ensure_bucket(client, EXAMPLES_BUCKET)
-    spec = connection_repo.ConnectionSpec(
-        name=EXAMPLES_S3_CONNECTION,
-        kind="s3",
-        config={"endpoint_url": s3.endpoint, "region": s3.region},
-        secrets={"access_key_id": s3.access_key, "secret_access_key": s3.secret_key},
-    )
-    await connection_repo.upsert(conn, 1, spec, box)
 
 
 async def _prepare_s3(dsn: str, s3: EmbeddedS3) -> None:
@@ -314,10 +220,8 @@ async def _serve(
     kafka = EmbeddedKafka(ports.kafka, log_path=state / "kafka.log")
     s3 = EmbeddedS3(ports.s3, log_path=state / "s3.log")
     async with kafka, s3:
-        from services.storage_listener import dev_buckets
-
         await _prepare_s3(dsn, s3)
-        queue = await dev_buckets.dev_queue(s3)
+        queue = await buckets.dev_queue(s3)
         settings = load_settings(
             host=os.environ.get("SLUICE_HOST", "127.0.0.1"),
             database_url=dsn,
@@ -330,8 +234,8 @@ async def _serve(
         services = list(SERVICES)
         mains = [_bind(load_service(name), settings) for name in services]
 
-        async def buckets(stop: asyncio.Event) -> None:
-            await dev_buckets.run(settings, stop, queue_arn=queue.arn)
+        async def wire_buckets(stop: asyncio.Event) -> None:
+            await buckets.run(dsn, s3, stop, queue_arn=queue.arn)
 
         async def probes(stop: asyncio.Event) -> None:
             await serve_probes(dsn, "127.0.0.1", settings.metrics_port, stop)
@@ -344,7 +248,7 @@ async def _serve(
         async def farewell(stop: asyncio.Event) -> None:
             await _say_what_stopping_waits_for(dsn, settings.drain_timeout_s, stop)
 
-        await run_until_stopped(stop, *mains, buckets, probes, announce, farewell)
+        await run_until_stopped(stop, *mains, wire_buckets, probes, announce, farewell)
     log.info("dev_stopped")
 
 
@@ -394,9 +298,9 @@ def run_dev(*, reset: bool = False, state: Path = STATE_DIR) -> int:
     """Start the embedded servers and every service until Ctrl-C / SIGTERM."""
     env = os.environ
     configure(env.get("SLUICE_LOG_FORMAT", "console"), env.get("SLUICE_LOG_LEVEL", "info"))
-    ports = dev_ports()
-    listeners = configured()
     try:
+        ports = dev_ports()
+        listeners = configured()
         check_free(listeners)
     except PortError as exc:
         print(f"sluice dev: {exc}", file=sys.stderr)

@@ -34,7 +34,13 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, Any, Final, Self
 
-from shared.embedded.process import ChildServer, die_with_parent, free_port, log_tail, stop_process
+from services.dev.servers.process import (
+    ChildServer,
+    die_with_parent,
+    free_port,
+    log_tail,
+    stop_process,
+)
 
 BINARIES: Final = ("ceph-mon", "ceph-osd", "radosgw", "ceph", "radosgw-admin", "monmaptool")
 PACKAGES: Final = "ceph-mon ceph-osd radosgw ceph-common"
