@@ -19,7 +19,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import structlog
 
 from shared import metrics
@@ -27,7 +26,7 @@ from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Invalid
 from shared.db.instances import Created, NewInstance, create_instances
-from shared.db.pool import Connection, Executor, next_ids
+from shared.db.pool import Connection, Executor, acquire, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
 from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
@@ -121,9 +120,7 @@ async def admit_batch(pool: Executor, events: list[IncomingEvent]) -> list[list[
     """Admit a batch of events in one transaction; per event, one result per workspace."""
     if not events:
         return []
-    if not isinstance(pool, asyncpg.Pool):
-        return await _admit_in(pool, events)
-    async with pool.acquire() as conn:
+    async with acquire(pool) as conn:
         return await _admit_in(conn, events)
 
 

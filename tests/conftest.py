@@ -23,7 +23,14 @@ from shared.db.migrate import migrate
 from shared.db.pool import connect, create_pool
 from tests.support.secrets import TEST_SECRET_KEY
 
-pytest_plugins = ["tests.integration.kafka_support"]
+# Fixture modules: every test can ask for their fixtures by name without importing them.
+pytest_plugins = [
+    "tests.integration.kafka_support",
+    "tests.support.api",
+    "tests.support.s3",
+    "tests.support.ceph",
+    "tests.support.scheduler",
+]
 
 # Every service the suite starts (in process or as a child) seals connection secrets with this.
 os.environ.setdefault("SLUICE_SECRET_KEY", TEST_SECRET_KEY)

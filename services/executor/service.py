@@ -56,7 +56,7 @@ from services.executor.wake import first_set
 from services.executor.writer import Writer
 from shared import metrics
 from shared.db import connections
-from shared.db.pool import connect, create_pool
+from shared.db.pool import Pool, connect, create_pool
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings
 
@@ -72,7 +72,7 @@ class Executor:
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         dsn: str,
         config: ExecutorConfig,
         settings: Settings,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
@@ -20,6 +19,7 @@ from services.executor.errors import TRANSIENT
 from services.executor.logs import LogChunk
 from services.executor.operations import Finish, FinishResult, finish_attempts
 from services.executor.wake import first_set
+from shared.db.pool import Pool
 
 log = structlog.get_logger("sluice.executor")
 _RETRY_S = 0.5
@@ -33,7 +33,7 @@ class Writer:
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         config: ExecutorConfig,
         *,
         on_result: Callable[[FinishResult], None],

@@ -19,12 +19,10 @@ clock differences between the store and the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import asyncpg
 import structlog
 
 from services.storage_listener import metrics
@@ -32,7 +30,7 @@ from services.storage_listener.config import PollTarget
 from services.storage_listener.events import record_event
 from services.storage_listener.formats import S3Record, object_created_message
 from services.storage_listener.health import SourceHealth
-from shared.db.pool import Connection, Executor
+from shared.db.pool import Executor, acquire
 from shared.db.queries import load
 from shared.intake import admit_batch
 
@@ -44,15 +42,6 @@ CUTOFF_SKEW: Final = timedelta(seconds=60)
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@asynccontextmanager
-async def _connection(pool: Executor) -> AsyncIterator[Connection]:
-    if isinstance(pool, asyncpg.Pool):
-        async with pool.acquire() as conn:
-            yield conn
-    else:
-        yield pool
 
 
 class PollSource:
@@ -155,7 +144,7 @@ class PollSource:
             records[record.key] = (record, modified)
         keys = list(records)
         etags = [records[k][0].etag or "" for k in keys]
-        async with _connection(self._pool) as conn, conn.transaction():
+        async with acquire(self._pool) as conn, conn.transaction():
             changed = {r["key"] for r in await conn.fetch(Q["claim_objects"], bucket, keys, etags)}
             fresh = [records[k][0] for k in keys if k in changed and records[k][1] >= cutoff]
             if fresh:

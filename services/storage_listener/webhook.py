@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs
 
 import asyncpg
@@ -37,7 +37,7 @@ from services.storage_listener.admitter import Admitter
 from services.storage_listener.events import body_events, invalid_event
 from services.storage_listener.health import Health
 from shared.db.migrate import is_current
-from shared.db.pool import Executor
+from shared.db.pool import Executor, acquire
 from shared.probes import QuietServer
 
 log = structlog.get_logger("sluice.storage_listener.webhook")
@@ -88,11 +88,8 @@ async def database_checks(pool: Executor, timeout_s: float = 2.0) -> dict[str, s
     """`/readyz` checks: the database answers and every migration is applied."""
     try:
         async with asyncio.timeout(timeout_s):
-            if isinstance(pool, asyncpg.Pool):
-                async with pool.acquire() as conn:
-                    current = await is_current(cast("asyncpg.Connection[Any]", conn))
-            else:
-                current = await is_current(cast("asyncpg.Connection[Any]", pool))
+            async with acquire(pool) as conn:
+                current = await is_current(conn)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return {"database": f"unreachable: {type(exc).__name__}: {exc}"}
     return {"database": "ok", "migrations": "ok" if current else "pending: run `sluice migrate`"}

@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db.pool import Connection
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Arbitrary constant: serializes concurrent `sluice migrate` runs (k8s Job retries, dev restarts).
@@ -47,7 +49,7 @@ def latest_version() -> int:
     return max((m.version for m in discover()), default=0)
 
 
-async def applied_versions(conn: asyncpg.Connection[Any]) -> list[int]:
+async def applied_versions(conn: Connection) -> list[int]:
     """Versions recorded in the database (empty before the first migration)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -95,6 +97,6 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[int]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def is_current(conn: asyncpg.Connection[Any]) -> bool:
+async def is_current(conn: Connection) -> bool:
     """True when every known migration is applied (used by /readyz)."""
     return set(await applied_versions(conn)) >= {m.version for m in discover()}

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-# A plain connection or one borrowed from a pool; `Executor` also admits the pool itself.
+# A plain connection or one borrowed from a pool; `Executor` also admits the pool itself: a
+# function taking an Executor runs single statements on it, or borrows one connection with
+# `acquire()` for more.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Executor: TypeAlias = "Connection | asyncpg.Pool[Any]"
+
+
+@asynccontextmanager
+async def acquire(db: Executor) -> AsyncIterator[Connection]:
+    """One connection for the block: borrowed from `db` if it is a pool, else `db` itself.
+
+    The one place that tells a pool from a connection, so callers (tests hand a connection
+    where a service hands its pool) need not.
+    """
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 def _dumps(value: Any) -> str:

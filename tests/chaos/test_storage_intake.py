@@ -37,13 +37,9 @@ from tests.support.chaos import (
     summary,
     tally,
 )
-from tests.support.s3 import (  # noqa: F401
+from tests.support.s3 import (
     NotifiedBucket,
-    embedded_s3_fixture,
-    notified_bucket_fixture,
     queue_depth,
-    s3_client_fixture,
-    sqs_client_fixture,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

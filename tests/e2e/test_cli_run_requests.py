@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.factories import shell_node
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture, sluice_cli  # noqa: F401
+from tests.support.api import ApiServer, Pool, sluice_cli
 
 WS = "/workspaces/default"
 _KEY = re.compile(rb"(?im)^idempotency-key:\s*(\S+)\r$")

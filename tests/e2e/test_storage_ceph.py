@@ -9,7 +9,6 @@ import pytest
 
 from services.dev.servers.ceph import EmbeddedCeph, notify_webhook
 from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
-from tests.support.ceph import ceph_rgw_fixture  # noqa: F401
 from tests.support.s3 import (
     Pool,
     finished_instances,

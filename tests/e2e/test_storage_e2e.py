@@ -11,19 +11,15 @@ import pytest
 
 from services.dev.servers.s3 import EmbeddedS3
 from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
-from tests.support.s3 import (  # noqa: F401 - fixtures
+from tests.support.s3 import (
     NotifiedBucket,
     Pool,
-    embedded_s3_fixture,
     finished_instances,
     listener_settings,
     node_output,
-    notified_bucket_fixture,
     outcomes,
     running_executor,
     running_listener,
-    s3_client_fixture,
-    sqs_client_fixture,
     wait_for_events,
 )
 

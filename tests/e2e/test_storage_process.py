@@ -17,7 +17,7 @@ import httpx
 from services.dev.servers.process import free_port
 from services.dev.servers.s3 import EmbeddedS3, ensure_bucket
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
-from tests.support.s3 import Pool, embedded_s3_fixture, eventually, s3_client_fixture, unique  # noqa: F401
+from tests.support.s3 import Pool, eventually, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 SLUICE = str(Path(sys.executable).with_name("sluice"))

@@ -1,9 +1,7 @@
 """Kafka fixtures and helpers for integration tests: a real broker per session, new topics per test.
 
-A test module uses the fixtures by importing them (pytest registers fixtures found in a module's
-namespace)::
-
-    from tests.integration.kafka_support import kafka_broker, kafka_topics  # noqa: F401
+tests/conftest.py registers this module as a plugin: a test asks for `kafka_broker` or
+`kafka_topics` by name, without importing them.
 
 ``SLUICE_TEST_KAFKA_BACKEND`` (``auto`` | ``tansu`` | ``mock``) chooses the session broker; ``auto``
 means Tansu when its binary is installed, else librdkafka's mock cluster.

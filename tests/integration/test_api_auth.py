@@ -30,7 +30,7 @@ from tests.factories import (
     shell_node,
     workflow,
 )
-from tests.support.api import ApiServer, Pool, api_server_fixture, make_token  # noqa: F401
+from tests.support.api import ApiServer, Pool, make_token
 from tests.support.secrets import suite_box
 
 ROLES = ("viewer", "operator", "developer", "admin")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support.api import api_fixture, api_server_fixture  # noqa: F401
-
 
 @pytest.mark.parametrize(
     ("method", "path"),

@@ -15,7 +15,7 @@ from shared.db.connections import ConnectionSpec
 from shared.models.events import IncomingEvent
 from shared.models.instances import RunRequest
 from tests.factories import NOW, add_trigger, add_workflow, kafka_event, kafka_trigger, workflow
-from tests.support.api import ApiServer, Pool, api_server_fixture, make_token  # noqa: F401
+from tests.support.api import ApiServer, Pool, make_token
 from tests.support.secrets import suite_box
 
 LOG_LINE = "tenant-a private log line with its outputs"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support.api import api_fixture, api_server_fixture  # noqa: F401
-
 
 async def test_reparsed_placeholders_are_refused_with_422(api: httpx.AsyncClient) -> None:
     spec = {

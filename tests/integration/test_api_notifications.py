@@ -9,11 +9,9 @@ import httpx
 import pytest
 
 from tests.factories import shell_node
-from tests.support.api import (  # noqa: F401
+from tests.support.api import (
     ApiServer,
     Pool,
-    api_fixture,
-    api_server_fixture,
     make_token,
     sluice_cli,
     table_rows,

@@ -23,7 +23,7 @@ from tests.factories import (
     shell_node,
     workflow,
 )
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
+from tests.support.api import ApiServer, Pool
 
 WS = "/workspaces/default"
 

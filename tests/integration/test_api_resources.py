@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.factories import shell_node
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
+from tests.support.api import ApiServer, Pool
 
 WS = "/workspaces/default"
 

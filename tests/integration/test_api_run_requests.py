@@ -12,7 +12,7 @@ import pytest
 
 from shared.db import idempotency_keys
 from tests.factories import shell_node
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
+from tests.support.api import Pool
 
 WS = "/workspaces/default"
 

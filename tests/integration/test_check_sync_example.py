@@ -16,7 +16,6 @@ from shared.db import workflows as workflow_repo
 from shared.models.workflows import WorkflowSpec
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, running_executor, wait_instance
-from tests.support.s3 import embedded_s3_fixture  # noqa: F401
 from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"

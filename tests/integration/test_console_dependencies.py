@@ -7,7 +7,7 @@ import httpx
 
 from services.scheduler.service import Scheduler
 from tests.integration.test_console_http import signed_in
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture, make_token  # noqa: F401
+from tests.support.api import ApiServer, Pool, make_token
 from tests.support.scheduler import publish, scheduled, utc
 
 

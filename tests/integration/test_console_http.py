@@ -12,7 +12,7 @@ import pytest
 
 from services.api.console import session
 from tests.factories import shell_node
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture, make_token  # noqa: F401
+from tests.support.api import ApiServer, Pool, make_token
 
 WS = "/workspaces/default"
 PAGES = ("/", "/instances", "/events", "/triggers", "/resource-groups")

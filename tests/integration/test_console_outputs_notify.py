@@ -10,7 +10,7 @@ import httpx
 
 from tests.factories import shell_node
 from tests.integration.test_console_http import csrf_of, signed_in
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture, make_token  # noqa: F401
+from tests.support.api import ApiServer, Pool, make_token
 from tests.support.executor import running_executor, wait_instance
 
 WS = "/workspaces/default"

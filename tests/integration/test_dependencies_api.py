@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 
 from tests.factories import shell_node
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
 
 WS = "/workspaces/default"
 

@@ -10,14 +10,11 @@ from typing import Any
 from services.dev import buckets as dev_buckets
 from services.dev.servers.s3 import EmbeddedS3, ensure_queue
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
-from tests.support.s3 import (  # noqa: F401 - fixtures
+from tests.support.s3 import (
     Pool,
-    embedded_s3_fixture,
     eventually,
     listener_settings,
     running_listener,
-    s3_client_fixture,
-    sqs_client_fixture,
     unique,
     wait_for_events,
 )

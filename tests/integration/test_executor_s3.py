@@ -14,7 +14,7 @@ from shared.db import connections
 from shared.db.connections import ConnectionSpec
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
-from tests.support.s3 import embedded_s3_fixture, s3_client_fixture, unique  # noqa: F401
+from tests.support.s3 import unique
 from tests.support.secrets import suite_box
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"

@@ -43,8 +43,6 @@ from tests.integration.kafka_support import (
     consume,
     consumer,
     group_id,
-    kafka_broker,  # noqa: F401  (fixture)
-    kafka_topics,  # noqa: F401  (fixture)
     producer,
     topic_factory,
 )
@@ -580,8 +578,8 @@ async def test_subscription_changes_while_the_consumer_runs(
 
 
 async def test_session_fixture_broker_serves_topics(
-    kafka_broker: EmbeddedKafka,  # noqa: F811
-    kafka_topics: TopicFactory,  # noqa: F811
+    kafka_broker: EmbeddedKafka,
+    kafka_topics: TopicFactory,
 ) -> None:
     topic: Topic = await kafka_topics(partitions=1)
     async with producer(kafka_broker) as client:

@@ -8,11 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import (  # noqa: F401
+from tests.support.api import (
     ApiServer,
     Pool,
-    api_fixture,
-    api_server_fixture,
     sluice_cli,
     table_rows,
 )

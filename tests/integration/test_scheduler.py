@@ -21,7 +21,6 @@ from tests.support.scheduler import (
     eventually,
     publish,
     scheduled,
-    second_pool,  # noqa: F401  (fixture)
     state_of,
     stored_instances,
     utc,
@@ -93,7 +92,7 @@ SIMULATED_DAYS = [
 @pytest.mark.parametrize(("cron", "zone", "day", "count"), SIMULATED_DAYS)
 async def test_two_schedulers_over_a_simulated_day_fire_each_time_exactly_once(
     pool: Pool,
-    second_pool: Pool,  # noqa: F811
+    second_pool: Pool,
     cron: str,
     zone: str,
     day: str,

@@ -12,12 +12,10 @@ from services.storage_listener.config import PollTarget
 from services.storage_listener.health import SourceHealth
 from services.storage_listener.poll import PollSource
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
-from tests.support.s3 import (  # noqa: F401 - fixtures
+from tests.support.s3 import (
     Pool,
-    embedded_s3_fixture,
     listener_settings,
     running_listener,
-    s3_client_fixture,
     storage_settings,
     unique,
     wait_for_events,

@@ -16,18 +16,14 @@ from services.storage_listener.health import SourceHealth
 from services.storage_listener.sqs import SqsSource
 from shared.models.events import AdmitResult, IncomingEvent
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
-from tests.support.s3 import (  # noqa: F401 - fixtures
+from tests.support.s3 import (
     NotifiedBucket,
     Pool,
-    embedded_s3_fixture,
     eventually,
     listener_settings,
-    notified_bucket_fixture,
     outcomes,
     queue_depth,
     running_listener,
-    s3_client_fixture,
-    sqs_client_fixture,
     unique,
     wait_for_events,
 )

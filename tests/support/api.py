@@ -1,9 +1,7 @@
 """HTTP API fixtures: a real server on a real socket over a fresh database, and clients.
 
-Import the fixtures into a test module (pytest registers fixtures found in its namespace; the
-functions are named `<fixture>_fixture` so test parameters do not shadow the import)::
-
-    from tests.support.api import api_fixture, api_server_fixture  # noqa: F401
+tests/conftest.py registers this module as a plugin: a test asks for `api`, `api_server` or
+`api_process` by name, without importing them.
 
 `api_server` runs the application in the test's event loop with uvicorn on an ephemeral port;
 `api_process` runs `sluice run api` as a child process (for end-to-end tests of the binary).

@@ -1,8 +1,7 @@
 """The session's Ceph RADOS Gateway; tests using it are marked `ceph` and skip, with
 the reason, where the Ceph binaries are not installed.
 
-    pytestmark = pytest.mark.ceph
-    from tests.support.ceph import ceph_rgw_fixture  # noqa: F401
+    pytestmark = pytest.mark.ceph   # and ask for `ceph_rgw` (a plugin of tests/conftest.py)
 """
 
 from __future__ import annotations

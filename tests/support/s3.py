@@ -1,8 +1,7 @@
 """S3/SQS fixtures (a moto server per session) and helpers to run the storage listener in tests.
 
-Import the fixtures a module uses (each registers under the name without `_fixture`)::
-
-    from tests.support.s3 import embedded_s3_fixture, s3_client_fixture  # noqa: F401
+tests/conftest.py registers this module as a plugin: a test asks for `embedded_s3`, `s3_client`,
+`sqs_client` or `notified_bucket` by name, without importing them.
 """
 
 from __future__ import annotations

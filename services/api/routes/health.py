@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import structlog
@@ -40,7 +40,7 @@ async def readyz(request: Request) -> Any:
     try:
         async with asyncio.timeout(_READY_TIMEOUT_S):
             async with get_pool(request).acquire() as conn:
-                current = await is_current(cast("asyncpg.Connection[Any]", conn))
+                current = await is_current(conn)
         checks["database"] = "ok"
         checks["migrations"] = "current" if current else "pending: run `sluice migrate`"
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -21,6 +21,7 @@ from services.executor.fencing import FenceLink
 from services.executor.logs import LogBuffer
 from services.executor.prepare import AnyNode, Prepared
 from services.executor.sandbox import NodeUser
+from shared.db.pool import Pool
 from shared.params.outputs import OUTPUT_FILE_VAR
 from shared.settings import Settings
 
@@ -50,7 +51,7 @@ class RunResult:
 class RunnerServices:
     """Long-lived things runners use: the pool (to resolve connections) and settings (S3)."""
 
-    pool: Any
+    pool: Pool
     settings: Settings
     kill_grace_s: float = 1.0
     # The user node processes run as (an executor running as root); None: the executor's own.
