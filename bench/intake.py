@@ -108,6 +108,7 @@ async def produce(bootstrap: str, topic: str, count: int, partitions: int) -> fl
     return count / (time.perf_counter() - started)
 
 
+# aiokafka ships no type information, so its base class is Any to mypy (subclassing Any).
 class Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.done = asyncio.Event()
@@ -252,7 +253,8 @@ def listener_env(dsn: str, bootstrap: str, group: str, **extra: str) -> dict[str
 async def process(args: list[str], env: dict[str, str], log: Path) -> AsyncIterator[None]:
     """A `sluice` process for the duration of the block (SIGTERM, then SIGKILL after 30 s)."""
     with log.open("ab") as sink:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - a quick spawn; waits are threaded
+        # Blocking spawn in async code: it takes a moment, and waiting on it happens in threads.
+        proc = subprocess.Popen(  # noqa: ASYNC220
             [SLUICE, *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink
         )
         try:
@@ -269,7 +271,8 @@ async def process(args: list[str], env: dict[str, str], log: Path) -> AsyncItera
 async def poll(check: Callable[[], Awaitable[bool]], every_s: float = 0.02) -> float:
     """Wait until `check()`; returns the perf_counter time it first held."""
     async with asyncio.timeout(600):
-        while not await check():  # noqa: ASYNC110 - polls the database, nothing to await
+        # A poll loop: the condition is in the database, there is no event to wait for.
+        while not await check():  # noqa: ASYNC110
             await asyncio.sleep(every_s)
     return time.perf_counter()
 

@@ -158,7 +158,8 @@ async def service(name: str, env: dict[str, str], log: Path) -> AsyncIterator[No
     # Every `sluice run` process serves its probes on a port of its own.
     env = {**env, "SLUICE_METRICS_PORT": str(free_port())}
     with log.open("wb") as sink:
-        process = subprocess.Popen(  # noqa: ASYNC220 - a quick spawn; waits are threaded
+        # Blocking spawn in async code: it takes a moment, and waiting on it happens in threads.
+        process = subprocess.Popen(  # noqa: ASYNC220
             [SLUICE, "run", name], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink
         )
         try:

@@ -19,7 +19,8 @@ import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import metrics as _metrics  # noqa: F401  (registers the sluice metrics)
+# Imported for its side effect only: it registers the sluice metrics that /metrics serves.
+from shared import metrics as _metrics  # noqa: F401
 from shared.db.migrate import is_current
 from shared.db.pool import connect
 

@@ -5,7 +5,7 @@ Bad configuration fails at start with one line naming the variable (`SettingsErr
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,10 +131,10 @@ def _env_name(settings_cls: type[BaseSettings], loc: tuple[int | str, ...]) -> s
     return f"SLUICE_{field.upper()}"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read settings; on error exit with one line naming the variable and the reason."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = _env_name(Settings, tuple(first["loc"]))

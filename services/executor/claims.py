@@ -20,6 +20,7 @@ from shared.db.notifications import enqueue_node_events
 from shared.db.pool import Connection
 from shared.db.queries import load
 from shared.models.common import Record
+from shared.params.resolution import WorkflowType
 
 Q = load(__file__)
 # Arbitrary constants naming the executor's advisory locks ("sluice" + purpose).
@@ -45,7 +46,7 @@ class ClaimedNode(Record):
     workspace_id: int
     workflow_id: int
     workflow: str
-    workflow_type: str
+    workflow_type: WorkflowType
     version: int
     kind: str
     cyctime: datetime

@@ -32,6 +32,7 @@ from __future__ import annotations
 import _ctypes
 
 # The `signal` module wraps this one in enums, which costs milliseconds at every node start.
+# typeshed has no stub for the private `_signal`, hence the ignore.
 import _signal as signal  # type: ignore[import-not-found]
 import os
 import select
@@ -53,7 +54,8 @@ def _note(message: str) -> None:
         pass
 
 
-class _CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # not subscriptable at run time
+# typeshed declares _SimpleCData generic, but it is not subscriptable at run time.
+class _CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]
     _type_ = "i"
 
 
@@ -63,12 +65,14 @@ class _CFunction(_ctypes.CFuncPtr):
 
 
 class _Libc:
-    # RTLD_NOW | RTLD_GLOBAL on the running program: libc is already loaded.
+    # RTLD_NOW | RTLD_GLOBAL on the running program: libc is already loaded. typeshed types the
+    # name as str only; None (the running program) is what dlopen(3) documents for this.
     _handle = _ctypes.dlopen(None, os.RTLD_NOW | os.RTLD_GLOBAL)  # type: ignore[arg-type]
 
 
 def _prctl(option: int, value: int) -> None:
-    # A (name, library) pair: anything with a `_handle` serves as the library.
+    # A (name, library) pair: anything with a `_handle` serves as the library; typeshed asks for
+    # a CDLL, which would mean importing the `ctypes` this module avoids.
     prctl = _CFunction(("prctl", _Libc()))  # type: ignore[arg-type]
     if prctl(option, value, 0, 0, 0) != 0:
         raise OSError(_ctypes.get_errno(), f"prctl({option}) failed")

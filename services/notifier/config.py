@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,10 +42,10 @@ class NotifierConfig(BaseSettings):
         return float(min(self.backoff_s * 2 ** max(attempts - 1, 0), self.backoff_max_s))
 
 
-def load_config(**overrides: object) -> NotifierConfig:
+def load_config(**overrides: Any) -> NotifierConfig:
     """Read the configuration; on error exit with one line naming the variable."""
     try:
-        return NotifierConfig(**overrides)  # type: ignore[arg-type]
+        return NotifierConfig(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"

@@ -8,6 +8,7 @@ here, under `SLUICE_STORAGE_*`. Bad values fail at start with one line naming th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,10 +83,10 @@ class StorageSettings(BaseSettings):
         return topics
 
 
-def load_storage_settings(**overrides: object) -> StorageSettings:
+def load_storage_settings(**overrides: Any) -> StorageSettings:
     """Read `SLUICE_STORAGE_*`; on error exit with one line naming the variable and the reason."""
     try:
-        return StorageSettings(**overrides)  # type: ignore[arg-type]
+        return StorageSettings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"

@@ -118,10 +118,10 @@ class ListenerSettings(BaseSettings):
         return self
 
 
-def load_listener_settings(**overrides: object) -> ListenerSettings:
+def load_listener_settings(**overrides: Any) -> ListenerSettings:
     """Read `SLUICE_KAFKA_*`; on error exit with one line naming the variable and the reason."""
     try:
-        return ListenerSettings(**overrides)  # type: ignore[arg-type]
+        return ListenerSettings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "heartbeat_interval_ms"

@@ -21,6 +21,7 @@ from shared.kafka.state import (
 )
 
 
+# aiokafka ships no type information, so its base class is Any to mypy (subclassing Any).
 class Rebalancing(CommitTracking, ConsumerRebalanceListener):  # type: ignore[misc]
     """Follow the wanted topics; commit and forget revoked partitions, position assigned ones."""
 

@@ -211,7 +211,8 @@ async def test_executor_kill_and_pause(pool: Pool, db_url: str, tmp_path: Path) 
         f"lost={lost_runs} duplicated={duplicated} recover_s={recover_s:.1f}"
     )
     SUMMARIES.append(line)
-    print(line)  # noqa: T201 - the scenario's summary line is part of its result
+    # The scenario's summary line is part of its result: pytest -s shows it.
+    print(line)  # noqa: T201
     seen = f"samples={samples.count} peak={dict(samples.peak)} doubles={samples.double_attempts}"
     assert samples.count > 100, seen
     # Reached (the sampler sees the nodes) and never exceeded.

@@ -75,6 +75,7 @@ async def report(pool: Pool, scenario: str, ids: range, recover_s: float) -> Non
         f"duplicated={duplicated} recover_s={recover_s:.1f}"
     )
     SUMMARIES.append(line)
+    # The scenario's summary line is part of its result: pytest -s shows it.
     print(line)  # noqa: T201
     assert (lost, duplicated) == (0, 0)
 

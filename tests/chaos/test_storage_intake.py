@@ -216,5 +216,6 @@ async def test_sqs_visibility_timeout_expiring_mid_admission(
     redelivered = await pool.fetchval(
         "SELECT count(*) FROM event_outcomes WHERE outcome = 'duplicate'"
     )
+    # The count is part of the scenario's result: pytest -s shows it.
     print(f"chaos: sqs redeliveries absorbed as duplicates: {redelivered}")  # noqa: T201
     assert result.lost == [] and result.duplicated == {}

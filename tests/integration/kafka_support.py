@@ -148,6 +148,7 @@ async def consume(client: AIOKafkaConsumer, count: int, timeout_s: float = WAIT_
     return records
 
 
+# aiokafka ships no type information, so its base class is Any to mypy (subclassing Any).
 class RecordingListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Rebalance listener that keeps the current assignment and every callback, in order.
 

@@ -18,6 +18,7 @@ from shared import intake
 from shared.db import connections as connection_repo
 from shared.db import notifications as notification_repo
 from shared.db.connections import ConnectionSpec
+from shared.db.tokens import Role
 from shared.models.instances import RunRequest
 from shared.models.notifications import NotifyRule
 from shared.settings import load_settings
@@ -211,10 +212,10 @@ async def call(client: httpx.AsyncClient, route: Route, seeded: Seed, ws: str) -
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_each_role_on_each_mutating_route(
-    role: str, api_server: ApiServer, pool: Pool
+    role: Role, api_server: ApiServer, pool: Pool
 ) -> None:
     seeded = await seed(pool)
-    token = await make_token(pool, "default", role)  # type: ignore[arg-type]
+    token = await make_token(pool, "default", role)
     outcomes = []
     async with api_server.client(token) as client:
         for route in MUTATING:
@@ -229,9 +230,9 @@ async def test_each_role_on_each_mutating_route(
 
 
 @pytest.mark.parametrize("role", ROLES)
-async def test_every_role_reads_everything(role: str, api_server: ApiServer, pool: Pool) -> None:
+async def test_every_role_reads_everything(role: Role, api_server: ApiServer, pool: Pool) -> None:
     seeded = await seed(pool)
-    token = await make_token(pool, "default", role)  # type: ignore[arg-type]
+    token = await make_token(pool, "default", role)
     async with api_server.client(token) as client:
         statuses = {r.path: (await call(client, r, seeded, "default")).status_code for r in READS}
     assert statuses == {r.path: 200 for r in READS}

@@ -260,6 +260,7 @@ async def test_a_backfill_is_terminated_and_rerun_as_a_whole(pool: Pool) -> None
         assert after.instance_ids == out.instance_ids  # same run order as before
         assert await rerun_backfill(conn, DEFAULT_WS, out.id) == []  # nothing has ended
         with pytest.raises(Invalid):
+            # A value outside the Literal on purpose: what an API client could send.
             await rerun_backfill(conn, DEFAULT_WS, out.id, "some")  # type: ignore[arg-type]
         with pytest.raises(NotFound):
             await terminate_backfill(conn, DEFAULT_WS, 999)

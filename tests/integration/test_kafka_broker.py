@@ -351,6 +351,7 @@ async def test_offsets_for_times_finds_the_first_message_at_or_after_a_time(
     assert start_offset(None if found is None else tuple(found), query_ms) == expected_offset
 
 
+# aiokafka ships no type information, so its base class is Any to mypy (subclassing Any).
 class StartAtCreation(ConsumerRebalanceListener):  # type: ignore[misc]
     """Sluice's start position: the committed offset, else the first message at/after created_at.
 
@@ -429,6 +430,7 @@ async def test_a_partition_without_commit_starts_at_the_trigger_creation_time(
     assert [r.offset for r in collector.records if r.partition == 0] == expected_offsets
 
 
+# aiokafka ships no type information, so its base class is Any to mypy (subclassing Any).
 class HeldAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
     """Holds on_partitions_assigned open until the test releases it."""
 

@@ -139,7 +139,8 @@ async def test_per_key_order_holds_across_executors_and_a_kill(
     assert sorted(by_lane) == list(KEYS)
     assert all(max_overlap(spans) == 1 for spans in by_lane.values())
     assert max_overlap([s for spans in by_lane.values() for s in spans]) > 1
-    print(  # noqa: T201 - the scenario's summary line is part of its result
+    # The scenario's summary line is part of its result: pytest -s shows it.
+    print(  # noqa: T201
         f"lanes: keys={len(KEYS)} messages={total} lines={len(lines)} "
         f"peak_lanes_at_once={max_overlap([s for v in by_lane.values() for s in v])}"
     )

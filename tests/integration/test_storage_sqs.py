@@ -222,6 +222,7 @@ async def test_malformed_messages_are_recorded_invalid_and_deleted(
 
 class _FailingAdmitter(Admitter):
     def __init__(self) -> None:
+        # `submit` is overridden and never reaches the database, so no pool is needed.
         super().__init__(pool=None)  # type: ignore[arg-type]
         self.calls = 0
 

@@ -351,6 +351,7 @@ async def app_client(
 
 class _BrokenAdmitter(Admitter):
     def __init__(self) -> None:
+        # `submit` is overridden and never reaches the database, so no pool is needed.
         super().__init__(pool=None)  # type: ignore[arg-type]
 
     async def submit(self, events: list[IncomingEvent]) -> list[list[AdmitResult]]:

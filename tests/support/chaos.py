@@ -92,7 +92,8 @@ def summary(scenario: str, result: Tally, recover_s: float) -> str:
         f"recover_s={recover_s:.1f}"
     )
     SUMMARIES.append(line)
-    print(line, flush=True)  # noqa: T201 - the suite's report
+    # The chaos suite's report is printed, not logged: it is read at the terminal.
+    print(line, flush=True)  # noqa: T201
     return line
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
@@ -19,8 +21,8 @@ from tests.factories import kafka_message, kafka_trigger, s3_message, s3_trigger
         ("none", {}, None),
     ],
 )
-def test_s3_modes(mode: str, message_kw: dict[str, object], expected: str | None) -> None:
-    assert dedup_key(s3_trigger(dedup=mode), s3_message(**message_kw)) == expected  # type: ignore[arg-type]
+def test_s3_modes(mode: str, message_kw: dict[str, Any], expected: str | None) -> None:
+    assert dedup_key(s3_trigger(dedup=mode), s3_message(**message_kw)) == expected
 
 
 def test_s3_version_without_marker_is_an_error() -> None:

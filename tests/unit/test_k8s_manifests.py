@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# kubernetes-validate ships no type information.
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared.matching import event_name_matches, filter_view, glob_match, match
@@ -80,11 +82,11 @@ def test_event_names(patterns: list[str], name: str, expected: bool) -> None:
 )
 def test_kafka_match(
     trigger_kw: dict[str, str],
-    message_kw: dict[str, object],
+    message_kw: dict[str, Any],
     matched: bool,
     reason_part: str | None,
 ) -> None:
-    verdict = match(kafka_trigger(**trigger_kw), kafka_message(**message_kw))  # type: ignore[arg-type]
+    verdict = match(kafka_trigger(**trigger_kw), kafka_message(**message_kw))
     assert verdict.matched is matched
     if reason_part:
         assert verdict.reason is not None and reason_part in verdict.reason
@@ -111,12 +113,12 @@ def test_filter_evaluation_error_is_reported_not_raised() -> None:
     ],
 )
 def test_s3_match(
-    trigger_kw: dict[str, object],
-    message_kw: dict[str, object],
+    trigger_kw: dict[str, Any],
+    message_kw: dict[str, Any],
     matched: bool,
     reason_part: str | None,
 ) -> None:
-    verdict = match(s3_trigger(**trigger_kw), s3_message(**message_kw))  # type: ignore[arg-type]
+    verdict = match(s3_trigger(**trigger_kw), s3_message(**message_kw))
     assert verdict.matched is matched
     if reason_part:
         assert verdict.reason is not None and reason_part in verdict.reason

@@ -731,4 +731,5 @@ def test_records_are_immutable() -> None:
     parsed = only(parse_notification(fixture_bytes("minio_put.json")))
 
     with pytest.raises(ValueError, match="frozen"):
+        # Assigning to a frozen model on purpose: the test is that it is refused.
         parsed.key = "other"  # type: ignore[misc]
