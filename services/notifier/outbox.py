@@ -57,11 +57,39 @@ async def next_due_s(conn: Executor) -> float | None:
     return None if value is None else float(value)
 
 
-async def context_row(
+class MessageFacts(Record):
+    """What a message says about the change, as stored: the instance, and the node (the event's
+    node, else for an instance event the node that failed first) with its attempt."""
+
+    workspace: str
+    workflow: str
+    version: int
+    state: str
+    reason: str | None
+    instance_created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    parameters: dict[str, Any] | None
+    bizdate: str | None
+    cyctime: str | None
+    node: str | None
+    node_state: str | None
+    attempt: int | None
+    attempt_reason: str | None
+    exit_code: int | None
+    attempt_started_at: datetime | None
+    attempt_finished_at: datetime | None
+    attempt_parameters: dict[str, Any] | None
+    # The end of the attempt's log (its last chunks), None without an attempt.
+    log_tail: str | None
+
+
+async def message_facts(
     conn: Executor, instance_id: int, node: str | None, attempt: int | None, failed: bool
-) -> dict[str, Any] | None:
+) -> MessageFacts | None:
+    """None when the instance no longer exists."""
     row = await conn.fetchrow(Q["message_context"], instance_id, node, attempt, failed)
-    return None if row is None else dict(row)
+    return None if row is None else MessageFacts(**dict(row))
 
 
 async def workspace_name(conn: Executor, workspace_id: int) -> str:

@@ -34,9 +34,9 @@ from services.notifier.config import NotifierConfig, load_config
 from services.notifier.outbox import (
     Claimed,
     claim,
-    context_row,
     mark_failed,
     mark_sent,
+    message_facts,
     next_due_s,
     prune,
     workspace_name,
@@ -106,50 +106,50 @@ class Notifier:
                 workspace=name, reason="sent by POST .../notifications/test", **base
             )
         attempt = row.detail.get("attempt") if row.node is not None else None
-        found = await context_row(
+        found = await message_facts(
             self.pool, row.instance_id, row.node, attempt, row.event == "failure"
         )
         if found is None:
             raise PermanentError(f"instance {row.instance_id} no longer exists")
         now = datetime.now(UTC)
         if row.node is not None:
-            reason = row.detail.get("reason") or found["attempt_reason"]
-            start, end = found["attempt_started_at"], found["attempt_finished_at"]
+            reason = row.detail.get("reason") or found.attempt_reason
+            start, end = found.attempt_started_at, found.attempt_finished_at
         else:
-            reason = found["reason"]
-            if found["node"] and found["attempt_reason"] is not None:
-                reason = f"node {found['node']} failed ({found['attempt_reason']})"
-            start = found["started_at"] or found["instance_created_at"]
-            end = found["finished_at"]
+            reason = found.reason
+            if found.node and found.attempt_reason is not None:
+                reason = f"node {found.node} failed ({found.attempt_reason})"
+            start = found.started_at or found.instance_created_at
+            end = found.finished_at
             if row.event == "sla_miss":
-                start = found["instance_created_at"]
+                start = found.instance_created_at
         # The state the event reports, not what the row says by the time this is sent (a retry
         # may already be running): a repeated message says the same thing.
-        state = EVENT_STATES.get(row.event, found["state"])
+        state = EVENT_STATES.get(row.event, found.state)
         if row.event == "start":
             duration = None
         else:
             duration = ((end or now) - start).total_seconds() if start else None
-        tail = found["log_tail"]
+        tail = found.log_tail
         if tail and len(tail) > self.config.log_tail_chars:
             tail = tail[-self.config.log_tail_chars :]
         return MessageContext(
-            workspace=found["workspace"],
-            workflow=found["workflow"],
-            version=found["version"],
+            workspace=found.workspace,
+            workflow=found.workflow,
+            version=found.version,
             instance_id=row.instance_id,
-            node=found["node"],
+            node=found.node,
             state=state,
             reason=reason,
-            attempt=found["attempt"],
-            exit_code=found["exit_code"],
+            attempt=found.attempt,
+            exit_code=found.exit_code,
             duration_s=None if duration is None else round(duration, 3),
             url=f"{self.config.console_url.rstrip('/')}/instances/{row.instance_id}",
             log_tail=tail or None,
-            bizdate=found["bizdate"],
-            cyctime=found["cyctime"],
+            bizdate=found.bizdate,
+            cyctime=found.cyctime,
             # Run-time overrides, then what the node resolved and ran with (secrets redacted).
-            parameters={**(found["parameters"] or {}), **(found["attempt_parameters"] or {})},
+            parameters={**(found.parameters or {}), **(found.attempt_parameters or {})},
             **base,
         )
 
