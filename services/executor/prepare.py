@@ -97,8 +97,9 @@ def resolve(
     outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Resolution:
     """Resolve every parameter and built-in of this attempt (`outputs`: the ancestors')."""
+    workflow_type = instance.workflow_type
     inp = ResolutionInput(
-        workflow_type=instance.workflow_type,
+        workflow_type=workflow_type,
         cyctime=instance.cyctime,
         workflow_name=instance.workflow,
         instance_id=instance.instance_id,
