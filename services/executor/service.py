@@ -41,13 +41,7 @@ from services.executor.leases import (
     sweep_expired,
 )
 from services.executor.logs import LogBuffer
-from services.executor.operations import (
-    INSTANCES_CHANNEL,
-    NODES_CHANNEL,
-    TERMINATE_CHANNEL,
-    FinishResult,
-    promote_instances,
-)
+from services.executor.operations import FinishResult, promote_instances
 from services.executor.prepare import AnyNode, WorkflowContext
 from services.executor.runners.base import RunnerServices
 from services.executor.runners.process import run_process
@@ -56,6 +50,7 @@ from services.executor.wake import first_set
 from services.executor.writer import Writer
 from shared import metrics
 from shared.db import connections
+from shared.db.channels import INSTANCES_CHANNEL, NODES_CHANNEL, TERMINATE_CHANNEL
 from shared.db.pool import connect, create_pool
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings

@@ -10,7 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.scheduler.backfill import (
+from services.scheduler.service import Scheduler
+from shared.db import workflows as workflow_repo
+from shared.db.errors import Invalid, NotFound
+from shared.models.backfills import BackfillOut, BackfillRequest
+from shared.operations.backfills import (
     MAX_BACKFILL_INSTANCES,
     backfill_instance_ids,
     create_backfill,
@@ -19,10 +23,6 @@ from services.scheduler.backfill import (
     rerun_backfill,
     terminate_backfill,
 )
-from services.scheduler.service import Scheduler
-from shared.db import workflows as workflow_repo
-from shared.db.errors import Invalid, NotFound
-from shared.models.backfills import BackfillOut, BackfillRequest
 from tests.factories import DEFAULT_WS, shell_node, workflow
 from tests.support.executor import running_executor, wait_for
 from tests.support.scheduler import Pool, publish, scheduled, stored_instances, utc

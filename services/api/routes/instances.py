@@ -7,19 +7,17 @@ executor package's operations; the API only checks that the instance is the call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from services.api import optional
 from services.api.deps import Conn, Operator, Viewer, get_pool
 from services.api.errors import ApiError
 from services.api.pagination import Cursor, Limit, decode_id, page_by_id
 from services.api.schemas import (
-    ErrorBody,
     InstanceAction,
     InstanceDetail,
     InstanceSummary,
@@ -37,6 +35,8 @@ from shared.models.instances import (
     InstanceKind,
     InstanceState,
 )
+from shared.operations import instances as instance_ops
+from shared.operations.logs import read_log
 
 Q = load(__file__)
 router = APIRouter(tags=["instances"])
@@ -102,22 +102,10 @@ async def get_instance(instance_id: InstanceId, principal: Viewer, conn: Conn) -
     return InstanceDetail(**out.model_dump(), reason=extra["reason"], rerun_of=extra["rerun_of"])
 
 
-def _instance_id_of(result: Any, default: int) -> int:
-    """The instance a rerun answered with: an id, an object with `id`/`instance_id`, or none."""
-    if isinstance(result, int) and not isinstance(result, bool):
-        return result
-    for attr in ("instance_id", "id"):
-        value = getattr(result, attr, None)
-        if isinstance(value, int):
-            return value
-    return default
-
-
 @router.post(
     "/workspaces/{ws}/instances/{instance_id}/rerun",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=InstanceAction,
-    responses={501: {"model": ErrorBody, "description": "the executor package is not installed"}},
 )
 async def rerun_instance(
     instance_id: InstanceId,
@@ -127,11 +115,10 @@ async def rerun_instance(
 ) -> InstanceAction:
     """Run again: every node (`all`) or only failed, upstream_failed and terminated nodes
     (`failed`). Earlier attempts and their logs stay visible."""
-    rerun = optional.function("services.executor.operations", "rerun_instance", "rerun")
     await _state(conn, principal.workspace_id, instance_id)
     mode = body.mode if body is not None else "all"
-    result = await rerun(conn, principal.workspace_id, instance_id, mode)
-    target = _instance_id_of(result, instance_id)
+    result = await instance_ops.rerun_instance(conn, principal.workspace_id, instance_id, mode)
+    target = result
     return InstanceAction(
         instance_id=target, state=await _state(conn, principal.workspace_id, target)
     )
@@ -141,15 +128,13 @@ async def rerun_instance(
     "/workspaces/{ws}/instances/{instance_id}/terminate",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=InstanceAction,
-    responses={501: {"model": ErrorBody, "description": "the executor package is not installed"}},
 )
 async def terminate_instance(
     instance_id: InstanceId, principal: Operator, conn: Conn
 ) -> InstanceAction:
     """Kill the instance's running attempts and mark what has not finished `terminated`."""
-    terminate = optional.function("services.executor.operations", "terminate_instance", "terminate")
     await _state(conn, principal.workspace_id, instance_id)
-    await terminate(conn, principal.workspace_id, instance_id)
+    await instance_ops.terminate_instance(conn, principal.workspace_id, instance_id)
     return InstanceAction(
         instance_id=instance_id, state=await _state(conn, principal.workspace_id, instance_id)
     )
@@ -201,7 +186,6 @@ async def node_log(
     """An attempt's output as text. Headers: `X-Sluice-Attempt`, `X-Sluice-Last-Seq`,
     `X-Sluice-Finished`. With `follow=true` the body streams until the attempt finishes (if the
     node has not started yet, until its first attempt does)."""
-    read_log = optional.function("services.executor.logs", "read_log", "log reading")
     pool = get_pool(request)
     ws_id = principal.workspace_id
     async with pool.acquire() as conn:
@@ -225,14 +209,13 @@ async def node_log(
                 },
             )
     stopping: asyncio.Event = request.app.state.stopping
-    body = _follow(pool, read_log, stopping, ws_id, instance_id, node, number, after_seq)
+    body = _follow(pool, stopping, ws_id, instance_id, node, number, after_seq)
     headers = {"X-Sluice-Attempt": str(number)} if number is not None else {}
     return StreamingResponse(body, media_type="text/plain; charset=utf-8", headers=headers)
 
 
 async def _follow(
     pool: Any,
-    read_log: Callable[..., Any],
     stopping: asyncio.Event,
     ws_id: int,
     instance_id: int,
@@ -252,7 +235,8 @@ async def _follow(
                 if progress.latest_attempt is None and progress.over:
                     return
                 attempt = progress.latest_attempt
-            chunks, finished = [], False
+            chunks: list[tuple[int, str]] = []
+            finished = False
             if attempt is not None:
                 try:
                     chunks, finished = await read_log(

@@ -20,15 +20,15 @@ from typing import Literal
 
 import structlog
 
-from services.executor.operations import rerun_instance, terminate_instance
-from services.scheduler.ticks import backfill_run_key, backfill_times, bizdate_of
 from shared import metrics
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Conflict, Invalid, NotFound
 from shared.db.instances import NewInstance, create_instances
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
+from shared.fire_times import backfill_run_key, backfill_times, bizdate_of
 from shared.models.backfills import BackfillOut, BackfillRequest
+from shared.operations.instances import rerun_instance, terminate_instance
 
 Q = load(__file__)
 log = structlog.get_logger("sluice.backfill")
