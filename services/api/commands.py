@@ -38,6 +38,9 @@ TRIGGER_TYPES = ("kafka", "s3")
 FINAL_STATES = ("succeeded", "failed", "terminated", "cancelled")
 FINAL_NODE_STATES = frozenset({"succeeded", "failed", "upstream_failed", "terminated", "skipped"})
 WAIT_POLL_S = 1.0
+# Executors carry out requests within about 2 s (NOTIFY, or their poll as the fallback).
+REQUEST_POLL_S = 0.2
+REQUEST_TIMEOUT_S = 30.0
 _PAST = {"freeze": "frozen", "unfreeze": "unfrozen"}
 
 
@@ -456,22 +459,45 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _carried_out(
+    client: Client, instance_id: int, asked: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Wait for an executor to carry out a terminate or rerun request; its final row."""
+    deadline = time.monotonic() + timeout
+    request = asked
+    path = client.ws(f"/instances/{instance_id}/requests/{asked['id']}")
+    while request["state"] == "pending":
+        if time.monotonic() >= deadline:
+            raise ClientError(
+                f"the {request['action']} of instance {instance_id} (request {request['id']}) is "
+                f"still pending after {timeout:g}s: no executor has taken it; is one running? "
+                "It is carried out when one starts."
+            )
+        time.sleep(REQUEST_POLL_S)
+        request = client.get(path)
+    if request["state"] == "failed":
+        raise ClientError(str(request["reason"] or f"the {request['action']} failed"))
+    return request
+
+
 def _terminate(args: argparse.Namespace, client: Client, out: TextIO) -> int:
-    result = client.post(client.ws(f"/instances/{args.id}/terminate"))
+    asked = client.post(client.ws(f"/instances/{args.id}/terminate"))
+    result = _carried_out(client, args.id, asked, args.timeout)
     if args.json:
         print_json(result, out)
     else:
-        out.write(f"instance {result['instance_id']} {result['state']}\n")
+        out.write(f"instance {result['instance_id']} {result['instance_state']}\n")
     return EXIT_OK
 
 
 def _rerun(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     mode = "failed" if args.failed else "all"
-    result = client.post(client.ws(f"/instances/{args.id}/rerun"), {"mode": mode})
+    asked = client.post(client.ws(f"/instances/{args.id}/rerun"), {"mode": mode})
+    result = _carried_out(client, args.id, asked, args.timeout)
     if args.json:
         print_json(result, out)
     else:
-        out.write(f"instance {result['instance_id']} {result['state']} (rerun {mode})\n")
+        out.write(f"instance {result['instance_id']} {result['instance_state']} (rerun {mode})\n")
     return EXIT_OK
 
 
@@ -894,8 +920,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("node", help="node name")
     p.add_argument("--attempt", type=positive_int, help="print only this attempt's outputs")
 
-    p = add("terminate", _terminate, "kill a running instance")
+    p = add("terminate", _terminate, "kill a running instance (waits for an executor to do it)")
     p.add_argument("id", type=positive_int, help="instance id")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_S,
+        help=f"give up waiting for an executor after SECONDS (default {REQUEST_TIMEOUT_S:g})",
+        metavar="SECONDS",
+    )
 
     p = add("rerun", _rerun, "run an instance again (all nodes, or only failed ones)")
     p.add_argument("id", type=positive_int, help="instance id")
@@ -903,6 +936,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--failed",
         action="store_true",
         help="rerun only failed, upstream_failed and terminated nodes",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_S,
+        help=f"give up waiting for an executor after SECONDS (default {REQUEST_TIMEOUT_S:g})",
+        metavar="SECONDS",
     )
 
     p = add("events", _events, "list received events with their per-trigger outcomes")

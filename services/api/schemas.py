@@ -148,13 +148,6 @@ class RerunRequest(Spec):
     mode: Literal["all", "failed"] = "all"
 
 
-class InstanceAction(Record):
-    """What rerun and terminate answer: the instance to watch and its state right now."""
-
-    instance_id: int
-    state: InstanceState
-
-
 class InstanceSummary(Record):
     id: int
     workflow: str

@@ -18,7 +18,6 @@ from services.api.deps import Conn, Operator, Viewer, get_pool
 from services.api.errors import ApiError
 from services.api.pagination import Cursor, Limit, decode_id, page_by_id
 from services.api.schemas import (
-    InstanceAction,
     InstanceDetail,
     InstanceSummary,
     Page,
@@ -33,9 +32,10 @@ from shared.models.instances import (
     FINAL_INSTANCE_STATES,
     FINAL_NODE_STATES,
     InstanceKind,
+    InstanceRequestOut,
     InstanceState,
 )
-from shared.operations import instances as instance_ops
+from shared.operations import requests as instance_requests
 from shared.operations.logs import read_log
 
 Q = load(__file__)
@@ -105,38 +105,57 @@ async def get_instance(instance_id: InstanceId, principal: Viewer, conn: Conn) -
 @router.post(
     "/workspaces/{ws}/instances/{instance_id}/rerun",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=InstanceAction,
+    response_model=InstanceRequestOut,
 )
 async def rerun_instance(
     instance_id: InstanceId,
     principal: Operator,
     conn: Conn,
     body: RerunRequest | None = None,
-) -> InstanceAction:
-    """Run again: every node (`all`) or only failed, upstream_failed and terminated nodes
-    (`failed`). Earlier attempts and their logs stay visible."""
-    await _state(conn, principal.workspace_id, instance_id)
+) -> InstanceRequestOut:
+    """Ask for a run again: every node (`all`) or only failed, upstream_failed and terminated
+    nodes (`failed`). An executor carries it out; follow the request's `state` at
+    `GET .../requests/{id}`. Earlier attempts and their logs stay visible."""
     mode = body.mode if body is not None else "all"
-    result = await instance_ops.rerun_instance(conn, principal.workspace_id, instance_id, mode)
-    target = result
-    return InstanceAction(
-        instance_id=target, state=await _state(conn, principal.workspace_id, target)
+    return await instance_requests.request(
+        conn,
+        principal.workspace_id,
+        instance_id,
+        "rerun",
+        mode=mode,
+        token_id=principal.token_id,
     )
 
 
 @router.post(
     "/workspaces/{ws}/instances/{instance_id}/terminate",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=InstanceAction,
+    response_model=InstanceRequestOut,
 )
 async def terminate_instance(
     instance_id: InstanceId, principal: Operator, conn: Conn
-) -> InstanceAction:
-    """Kill the instance's running attempts and mark what has not finished `terminated`."""
-    await _state(conn, principal.workspace_id, instance_id)
-    await instance_ops.terminate_instance(conn, principal.workspace_id, instance_id)
-    return InstanceAction(
-        instance_id=instance_id, state=await _state(conn, principal.workspace_id, instance_id)
+) -> InstanceRequestOut:
+    """Ask for the instance's running attempts to be killed and what has not finished to be
+    marked `terminated`. An executor carries it out within about 2 s; follow the request's
+    `state` at `GET .../requests/{id}`. Asked again while pending: the same request."""
+    return await instance_requests.request(
+        conn, principal.workspace_id, instance_id, "terminate", token_id=principal.token_id
+    )
+
+
+@router.get(
+    "/workspaces/{ws}/instances/{instance_id}/requests/{request_id}",
+    response_model=InstanceRequestOut,
+)
+async def get_instance_request(
+    instance_id: InstanceId,
+    request_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    principal: Viewer,
+    conn: Conn,
+) -> InstanceRequestOut:
+    """A terminate or rerun request: `pending`, then `done` or `failed` (with `reason`)."""
+    return await instance_requests.get(
+        conn, principal.workspace_id, request_id, instance_id=instance_id
     )
 
 
