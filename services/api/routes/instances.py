@@ -1,7 +1,9 @@
 """O&M on instances: list and filter, detail with nodes and attempts, logs, rerun, terminate.
 
-Attempt state belongs to the executor (contract 4), so rerun, terminate and log reading call the
-executor package's operations; the API only checks that the instance is the caller's to touch.
+Attempt state belongs to the executor (contract 4), so rerun and terminate are requests: the API
+checks that the instance is the caller's to touch and in a state that allows it, records the
+request (`shared.operations.requests`) and an executor carries it out. Logs are read with
+`shared.operations.logs`.
 """
 
 from __future__ import annotations
