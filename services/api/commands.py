@@ -988,6 +988,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "no_trigger",
             "no_workflow",
             "disabled",
+            "coalesced",
         ),
     )
     p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
