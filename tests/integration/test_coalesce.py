@@ -12,6 +12,8 @@ import pytest
 from shared import intake
 from shared.db import coalesce_windows
 from shared.db import instances as instance_repo
+from shared.db import workflows as workflow_repo
+from shared.db.errors import Conflict
 from shared.db.pool import connect
 from shared.models.events import IncomingEvent
 from tests.factories import DEFAULT_WS, add_trigger, add_workflow, s3_event, s3_trigger, workflow
@@ -196,3 +198,17 @@ async def test_a_closer_killed_before_commit_leaves_the_window_to_the_next(
     async with asyncio.timeout(20):
         assert await closed() == closing
     assert await keys_of(pool, closing[0]) == [f"in/{n:05}.csv" for n in range(3)]
+
+
+async def test_a_workflow_with_an_open_window_cannot_be_deleted(pool: Pool) -> None:
+    await bind(pool)
+    await intake.admit(pool, upload(1))
+    async with pool.acquire() as conn:
+        with pytest.raises(Conflict, match="1 waiting or running"):
+            await workflow_repo.delete(conn, DEFAULT_WS, "wf")
+    await expire_windows(pool)
+    [instance_id] = await coalesce_windows.close_due(pool)
+    await pool.execute("UPDATE instances SET state = 'succeeded' WHERE id = $1", instance_id)
+    async with pool.acquire() as conn:
+        await workflow_repo.delete(conn, DEFAULT_WS, "wf")
+    assert await pool.fetchval("SELECT count(*) FROM coalesce_windows") == 0
