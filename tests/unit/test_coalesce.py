@@ -178,3 +178,12 @@ def test_trigger_messages_bind_as_data_in_shell_and_python() -> None:
     scope: dict[str, Any] = {}
     exec(compile(code, "<node>", "exec"), scope)
     assert scope["messages"] == HOSTILE
+
+
+def test_a_full_window_of_messages_reaches_shell_through_a_file() -> None:
+    messages = [{"key": f"in/{n:04}.csv", "pad": "x" * 1000} for n in range(1000)]
+    shell = bind_shell('printf "%s" "${workflow.triggerMessages}"', resolution(messages))
+    # Over 1 MB: too big for an environment entry, so it travels in a file, every byte kept.
+    assert all(len(v) < 64 * 1024 for v in shell.env.values())
+    [content] = shell.files.values()
+    assert json.loads(content) == messages
