@@ -379,6 +379,10 @@ def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     ):
         if detail.get(key) is not None:
             out.write(f"{label + ':':<10} {cell(detail[key])}\n")
+    if detail.get("coalesced_events"):
+        ids = detail["coalesced_event_ids"]
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        out.write(f"{'coalesced:':<10} {detail['coalesced_events']} events ({shown})\n")
     if detail.get("parameters"):
         out.write(f"{'params:':<10} {json.dumps(detail['parameters'], ensure_ascii=False)}\n")
     out.write("\n")
@@ -961,6 +965,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "no_trigger",
             "no_workflow",
             "disabled",
+            "coalesced",
         ),
     )
     p.add_argument("--limit", type=positive_int, default=50, help="at most N (default 50)")

@@ -28,6 +28,7 @@ from services.scheduler import metrics as scheduler_metrics
 from services.scheduler.completions import serve_finishes
 from services.scheduler.releases import serve_releases
 from services.scheduler.ticks import MISFIRE_GRACE, RUN_ALL_CAP, Tick, decide
+from services.scheduler.windows import serve_windows
 from shared import metrics
 from shared.db import events as event_repo
 from shared.db import idempotency_keys
@@ -355,6 +356,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 serve_finishes(pool, settings.database_url, stop, poll_s=settings.poll_interval_s)
             )
             group.create_task(serve_releases(pool, stop, poll_s=settings.poll_interval_s))
+            group.create_task(serve_windows(pool, stop, poll_s=settings.poll_interval_s))
             serve = scheduler.serve(
                 stop, clock=clock, poll_s=settings.poll_interval_s, notified=notified
             )

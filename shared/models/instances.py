@@ -109,6 +109,9 @@ class InstanceOut(Record):
     effective_priority: int | None = None
     # policy.lane resolved at admission ("" when the template did not resolve).
     lane: str | None = None
+    # Trigger option `coalesce`: how many events, and which, the instance's window gathered.
+    coalesced_events: int | None = None
+    coalesced_event_ids: list[int] = Field(default_factory=list)
 
 
 RequestAction = Literal["terminate", "rerun"]
