@@ -155,6 +155,7 @@ class Backpressure:
         self._by_subject: dict[tuple[str, str], list[Hold]] = {}
         self._labels: set[tuple[str, str]] = set()
         """The gauge series this process set (workspace id, trigger)."""
+        self._bounded: list[Bounded] = []
 
     async def refresh(self, pool: Executor) -> None:
         """Count again and update which triggers are held."""
@@ -197,6 +198,7 @@ class Backpressure:
             except KeyError:
                 pass
         self._labels = set(labels)
+        self._bounded = list(rows)
         self._paused = paused
         self._holds = holds
         by_subject: dict[tuple[str, str], list[Hold]] = {}
@@ -227,6 +229,15 @@ class Backpressure:
         return {
             h.subject for h in self._holds.values() if h.type == "kafka" and h.cluster == cluster
         }
+
+    def bounded_topics(self, cluster: str | None) -> set[str]:
+        """The topics of the cluster that feed any workflow with `max_waiting`."""
+        return {r.subject for r in self._bounded if r.type == "kafka" and _cluster(r) == cluster}
+
+    @property
+    def idle(self) -> bool:
+        """No workflow sets `max_waiting`: nothing to hold, so sources may check less often."""
+        return not self._bounded
 
     def as_dict(self) -> dict[str, Any]:
         return {"paused": [h.as_dict() for h in self.holds()]}

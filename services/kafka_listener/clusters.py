@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -21,6 +22,7 @@ import structlog
 
 from services.kafka_listener.records import decoder
 from services.kafka_listener.subscriptions import Wanted
+from shared.backpressure import Backpressure
 from shared.db import connections
 from shared.db.errors import NotFound
 from shared.db.pool import Executor
@@ -28,12 +30,18 @@ from shared.intake import admit_batch
 from shared.kafka.cluster import KafkaConnectionError, cluster_label, connection_settings
 from shared.kafka.config import ListenerSettings
 from shared.kafka.member import KafkaListener
-from shared.kafka.state import READINESS_COMPONENT
+from shared.kafka.state import READINESS_COMPONENT, TopicHolds
 from shared.probes import READINESS
 from shared.secret_box import SecretBox
 from shared.settings import KafkaSettings
 
 log = structlog.get_logger("sluice.kafka_listener")
+
+BACKPRESSURE_COMPONENT = "backpressure"
+"""The `/readyz` component naming the triggers held back and why (always ready: holding back
+is the listener doing its job)."""
+IDLE_BACKPRESSURE_CHECK_S = 1.0
+"""While no workflow sets `max_waiting`, the counts are read at most this often, not per batch."""
 
 
 @dataclass
@@ -65,6 +73,8 @@ class Clusters:
         self._stopping = False
         self._broken: set[str] = set()
         """Clusters whose connection could not be used at the last refresh."""
+        self._backpressure = Backpressure("kafka-listener")
+        self._backpressure_at: float | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the members until ``stop``; then each admits and commits what it fetched."""
@@ -114,6 +124,7 @@ class Clusters:
             partial(admit_batch, self._pool),
             decoder(self._config.max_message_bytes, cluster),
             cluster=cluster,
+            hold_topics=partial(self._topic_holds, cluster),
         )
         member = _Member(listener, settings)
         member.task = self._group.create_task(member.listener.run(member.stop))
@@ -121,6 +132,25 @@ class Clusters:
         if cluster is not None:
             log.info("kafka_cluster_started", cluster=cluster_label(cluster))
         return member
+
+    async def _topic_holds(self, cluster: str | None) -> TopicHolds:
+        """Backpressure for one member's topics: the counts read once per batch (members of
+        several clusters each read them), or once a second while no workflow is bounded."""
+        gate = self._backpressure
+        now = time.monotonic()
+        if (
+            gate.idle
+            and self._backpressure_at is not None
+            and now - self._backpressure_at < IDLE_BACKPRESSURE_CHECK_S
+        ):
+            return TopicHolds()
+        await gate.refresh(self._pool)
+        self._backpressure_at = now
+        READINESS.set(BACKPRESSURE_COMPONENT, True, gate.describe())
+        return TopicHolds(
+            held=frozenset(gate.held_topics(cluster)),
+            bounded=frozenset(gate.bounded_topics(cluster)),
+        )
 
     async def _stop(self, cluster: str) -> None:
         member = self._members.pop(cluster)
