@@ -24,6 +24,8 @@ the decision itself (`paused_next`) is pure.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +142,21 @@ async def bounded(pool: Executor) -> list[Bounded]:
     ]
 
 
+RETRY_AFTER_S = 5
+"""What a held webhook request is told to wait (`Retry-After`): a few draining runs' time."""
+
+
+class HeldBack(Exception):
+    """A submission was not admitted: an event of it matches a held trigger. Nothing of it was
+    recorded; the source keeps it (Kafka offset not committed, SQS message not deleted, webhook
+    answered 503) and offers it again later."""
+
+    def __init__(self, hold: Hold, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(f"held back by trigger {hold.trigger!r}: {hold.reason}")
+        self.hold = hold
+        self.retry_after_s = retry_after_s
+
+
 class Backpressure:
     """The held triggers of one source process, with the hysteresis state behind them.
 
@@ -147,8 +164,17 @@ class Backpressure:
     and `held_topics(cluster)` answer the sources; `as_dict()` is the `/readyz` detail.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        idle_every_s: float = 1.0,
+        on_change: Callable[[Backpressure], None] | None = None,
+    ) -> None:
         self._source = source
+        self._idle_every_s = idle_every_s
+        self._on_change = on_change
+        self._refreshed_at: float | None = None
         self._paused: set[int] = set()
         """Workflow ids whose sources hold back."""
         self._holds: dict[int, Hold] = {}
@@ -158,8 +184,18 @@ class Backpressure:
         self._bounded: list[Bounded] = []
 
     async def refresh(self, pool: Executor) -> None:
-        """Count again and update which triggers are held."""
+        """Count again and update which triggers are held. While no workflow sets
+        `max_waiting` the count is read at most every `idle_every_s`, so sources that call this
+        per batch cost nothing extra when the feature is not used."""
+        now = time.monotonic()
+        if (
+            self.idle
+            and self._refreshed_at is not None
+            and now - self._refreshed_at < self._idle_every_s
+        ):
+            return
         self.apply(await bounded(pool))
+        self._refreshed_at = now
 
     def apply(self, rows: list[Bounded]) -> None:
         """Update the held triggers from freshly counted bindings."""
@@ -199,6 +235,8 @@ class Backpressure:
                 pass
         self._labels = set(labels)
         self._bounded = list(rows)
+        if self._on_change is not None:
+            self._on_change(self)
         self._paused = paused
         self._holds = holds
         by_subject: dict[tuple[str, str], list[Hold]] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -40,8 +39,6 @@ log = structlog.get_logger("sluice.kafka_listener")
 BACKPRESSURE_COMPONENT = "backpressure"
 """The `/readyz` component naming the triggers held back and why (always ready: holding back
 is the listener doing its job)."""
-IDLE_BACKPRESSURE_CHECK_S = 1.0
-"""While no workflow sets `max_waiting`, the counts are read at most this often, not per batch."""
 
 
 @dataclass
@@ -73,8 +70,7 @@ class Clusters:
         self._stopping = False
         self._broken: set[str] = set()
         """Clusters whose connection could not be used at the last refresh."""
-        self._backpressure = Backpressure("kafka-listener")
-        self._backpressure_at: float | None = None
+        self._backpressure = Backpressure("kafka-listener", on_change=_report_backpressure)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the members until ``stop``; then each admits and commits what it fetched."""
@@ -134,19 +130,10 @@ class Clusters:
         return member
 
     async def _topic_holds(self, cluster: str | None) -> TopicHolds:
-        """Backpressure for one member's topics: the counts read once per batch (members of
-        several clusters each read them), or once a second while no workflow is bounded."""
+        """Backpressure for one member's topics: the counts read once per batch (see
+        ``Backpressure.refresh`` for when no workflow is bounded)."""
         gate = self._backpressure
-        now = time.monotonic()
-        if (
-            gate.idle
-            and self._backpressure_at is not None
-            and now - self._backpressure_at < IDLE_BACKPRESSURE_CHECK_S
-        ):
-            return TopicHolds()
         await gate.refresh(self._pool)
-        self._backpressure_at = now
-        READINESS.set(BACKPRESSURE_COMPONENT, True, gate.describe())
         return TopicHolds(
             held=frozenset(gate.held_topics(cluster)),
             bounded=frozenset(gate.bounded_topics(cluster)),
@@ -185,6 +172,10 @@ class Clusters:
             return None
         self._broken.discard(cluster)
         return settings
+
+
+def _report_backpressure(gate: Backpressure) -> None:
+    READINESS.set(BACKPRESSURE_COMPONENT, True, gate.describe())
 
 
 def _component(cluster: str) -> str:

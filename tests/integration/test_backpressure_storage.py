@@ -1,0 +1,172 @@
+"""Backpressure on the storage listener (policy.max_waiting): the webhook answers 503 with
+`Retry-After` and SQS messages stay queued while the workflow is full; both are admitted after
+it drained, exactly once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from shared.embedded.s3 import EmbeddedS3, ensure_queue
+from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
+from tests.support.executor import running_executor, wait_for
+from tests.support.s3 import (  # noqa: F401 - fixtures
+    Pool,
+    embedded_s3_fixture,
+    eventually,
+    listener_settings,
+    queue_depth,
+    running_listener,
+    sqs_client_fixture,
+    storage_settings,
+    unique,
+    wait_for_events,
+)
+
+AUTH = {"Authorization": "Bearer t1", "Content-Type": "application/json"}
+
+
+async def bind_bounded(pool: Pool, bucket: str, max_waiting: int) -> None:
+    async with pool.acquire() as conn:
+        await add_trigger(conn, s3_trigger("files", bucket))
+        await add_workflow(
+            conn,
+            workflow(
+                "process_file",
+                trigger="files",
+                nodes=[shell_node("a")],
+                policy={"max_waiting": max_waiting},
+            ),
+        )
+
+
+def body(bucket: str, key: str) -> str:
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": datetime(2026, 12, 5, 8, 0, tzinfo=UTC).isoformat(),
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {"key": key, "size": 1, "eTag": f"etag-{key}", "sequencer": "01"},
+        },
+    }
+    return json.dumps({"Records": [record]})
+
+
+async def count(pool: Pool, table: str) -> int:
+    return int(await pool.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_webhook_answers_503_with_retry_after_while_full_then_admits(
+    pool: Pool, db_url: str
+) -> None:
+    await bind_bounded(pool, "data", max_waiting=3)
+    settings = listener_settings(db_url, webhook_tokens="t1")
+    async with running_listener(settings) as listener, httpx.AsyncClient() as client:
+        hook = f"{listener.url}/hooks/s3"
+        for key in ("a.csv", "b.csv", "c.csv"):
+            response = await client.post(hook, content=body("data", key), headers=AUTH)
+            assert response.status_code == 200
+        held = await client.post(hook, content=body("data", "d.csv"), headers=AUTH)
+        assert held.status_code == 503
+        assert held.headers["retry-after"] == "5"
+        message = held.json()["error"]["message"]
+        assert "trigger 'files'" in message and "max_waiting 3" in message
+        # Nothing of the held request was recorded: its retry is its first delivery.
+        assert await count(pool, "events") == 3
+        # Events for other buckets are not held.
+        other = await client.post(hook, content=body("elsewhere", "x.csv"), headers=AUTH)
+        assert other.status_code == 200
+        ready = (await client.get(f"{listener.url}/readyz")).json()
+        [paused] = ready["backpressure"]["paused"]
+        assert paused["trigger"] == "files" and "resumes below 3" in paused["reason"]
+        assert (
+            metric(
+                "sluice_backpressure_paused",
+                source="storage-listener",
+                workspace_id="1",
+                trigger="files",
+            )
+            == 1
+        )
+        async with running_executor(db_url):
+            await wait_for(pool, "SELECT count(*) = 3 FROM instances WHERE state = 'succeeded'")
+        retried = await client.post(hook, content=body("data", "d.csv"), headers=AUTH)
+        assert retried.status_code == 200
+        assert len(retried.json()["instance_ids"]) == 1
+        # Dedup still holds: a redelivery of an admitted event is a duplicate, not a run.
+        again = await client.post(hook, content=body("data", "a.csv"), headers=AUTH)
+        assert again.status_code == 200 and again.json()["instance_ids"] == []
+        outcome = await pool.fetchval(
+            "SELECT outcome FROM event_outcomes WHERE event_id = $1",
+            again.json()["event_ids"][0],
+        )
+        assert outcome == "duplicate"
+        ready = (await client.get(f"{listener.url}/readyz")).json()
+        assert ready["backpressure"]["paused"] == []
+    keys = [
+        r["key"]
+        for r in await pool.fetch(
+            "SELECT trigger_message->'data'->'s3'->'object'->>'key' AS key FROM instances "
+            "ORDER BY id"
+        )
+    ]
+    assert keys == ["a.csv", "b.csv", "c.csv", "d.csv"]
+
+
+@pytest.mark.timeout(180)
+async def test_sqs_messages_stay_queued_while_full_then_are_admitted(
+    pool: Pool, db_url: str, embedded_s3: EmbeddedS3, sqs_client: Any
+) -> None:
+    bucket = unique("data")
+    queue = await ensure_queue(sqs_client, unique("events"))
+    await bind_bounded(pool, bucket, max_waiting=2)
+    settings = listener_settings(db_url, embedded_s3, sqs_queue_urls=queue.url)
+    storage = storage_settings(sqs_visibility_timeout_s=1)
+    held_before = metric("sluice_storage_notifications_total", source="sqs", result="held")
+    async with running_listener(settings, storage):
+        for key in ("a.csv", "b.csv"):
+            await sqs_client.send_message(QueueUrl=queue.url, MessageBody=body(bucket, key))
+        await wait_for_events(pool, 2)
+        for key in ("c.csv", "d.csv"):
+            await sqs_client.send_message(QueueUrl=queue.url, MessageBody=body(bucket, key))
+
+        async def held_twice() -> bool | None:
+            held = metric("sluice_storage_notifications_total", source="sqs", result="held")
+            # Each held message came back after its visibility timeout and was held again.
+            return True if held - held_before >= 4 else None
+
+        await eventually(held_twice)
+        assert await count(pool, "events") == 2
+        assert await queue_depth(sqs_client, queue.url) == 2
+        async with running_executor(db_url):
+            await wait_for(
+                pool,
+                "SELECT count(*) = 4 FROM instances WHERE state = 'succeeded'",
+                timeout_s=60,
+            )
+
+        async def drained() -> bool | None:
+            return True if await queue_depth(sqs_client, queue.url) == 0 else None
+
+        await eventually(drained)
+    keys = sorted(
+        r["key"]
+        for r in await pool.fetch(
+            "SELECT trigger_message->'data'->'s3'->'object'->>'key' AS key FROM instances"
+        )
+    )
+    assert keys == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    assert await count(pool, "events") == 4
