@@ -104,9 +104,15 @@ class Hold:
 
     @property
     def reason(self) -> str:
+        # Counts stop at the bound (the query needs no more), so a full workflow reads "at".
         parts = [
-            f"workflow {name!r} has {waiting} of max_waiting {bound} instances waiting "
-            f"(resumes below {resume_below(bound)})"
+            f"workflow {name!r} "
+            + (
+                f"is at max_waiting {bound} waiting instances"
+                if waiting >= bound
+                else f"has {waiting} of max_waiting {bound} instances waiting"
+            )
+            + f" (resumes below {resume_below(bound)})"
             for name, waiting, bound in self.full
         ]
         return "; ".join(parts)

@@ -110,6 +110,12 @@ class PollSource:
             self._failed("database", exc)
             return 0
         cutoffs: dict[str, datetime] = {r["bucket"]: r["created_at"] for r in rows}
+        if self._backpressure is not None:
+            try:
+                await self._backpressure.refresh(self._pool)
+            except Exception as exc:
+                self._failed("database", exc)
+                return 0
         admitted = 0
         failed = False
         for target in self._targets:
@@ -124,8 +130,6 @@ class PollSource:
                     log.info("poll_target_held", target=str(target))
                     continue
                 admitted += await self._poll_target(target, created - CUTOFF_SKEW, stop)
-            except HeldBack as held:
-                log.info("poll_target_held", target=str(target), reason=held.hold.reason)
             except Exception as exc:
                 failed = True
                 self._failed(str(target), exc)
@@ -155,7 +159,11 @@ class PollSource:
         ):
             contents: list[dict[str, Any]] = page.get("Contents") or []
             if contents:
-                admitted += await self._admit_page(target.bucket, contents, cutoff)
+                try:
+                    admitted += await self._admit_page(target.bucket, contents, cutoff)
+                except HeldBack as held:
+                    log.info("poll_target_held", target=str(target), reason=held.hold.reason)
+                    break
             if stop is not None and stop.is_set():
                 break
         return admitted

@@ -12,7 +12,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from shared.embedded.s3 import EmbeddedS3, ensure_queue
+from services.storage_listener.config import PollTarget
+from services.storage_listener.health import SourceHealth
+from services.storage_listener.poll import PollSource
+from shared.backpressure import Backpressure
+from shared.embedded.s3 import EmbeddedS3, ensure_bucket, ensure_queue
 from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
 from tests.support.executor import running_executor, wait_for
 from tests.support.s3 import (  # noqa: F401 - fixtures
@@ -22,6 +26,7 @@ from tests.support.s3 import (  # noqa: F401 - fixtures
     listener_settings,
     queue_depth,
     running_listener,
+    s3_client_fixture,
     sqs_client_fixture,
     storage_settings,
     unique,
@@ -170,3 +175,38 @@ async def test_sqs_messages_stay_queued_while_full_then_are_admitted(
     )
     assert keys == ["a.csv", "b.csv", "c.csv", "d.csv"]
     assert await count(pool, "events") == 4
+
+
+async def test_poll_stops_listing_a_held_target_and_finds_its_objects_later(
+    pool: Pool, db_url: str, s3_client: Any
+) -> None:
+    bucket = unique("poll")
+    await ensure_bucket(s3_client, bucket)
+    await bind_bounded(pool, bucket, max_waiting=3)
+    for i in range(5):
+        await s3_client.put_object(Bucket=bucket, Key=f"in/{i}.csv", Body=b"x")
+    gate = Backpressure("poll-test")
+    source = PollSource(
+        s3_client,
+        pool,
+        [PollTarget(bucket)],
+        SourceHealth("poll", "test"),
+        interval_s=60,
+        page_size=2,
+        backpressure=gate,
+    )
+    # Two pages fit (the second overshoots by one page); the third is held, claims rolled back.
+    assert await source.poll_once() == 4
+    assert [h.trigger for h in gate.holds()] == ["files"]
+    # Still full: the target is not listed at all.
+    assert await source.poll_once() == 0
+    async with running_executor(db_url):
+        await wait_for(pool, "SELECT count(*) = 4 FROM instances WHERE state = 'succeeded'")
+    assert await source.poll_once() == 1
+    keys = sorted(
+        r["key"]
+        for r in await pool.fetch(
+            "SELECT trigger_message->'data'->'s3'->'object'->>'key' AS key FROM instances"
+        )
+    )
+    assert keys == [f"in/{i}.csv" for i in range(5)]

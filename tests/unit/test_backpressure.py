@@ -115,11 +115,12 @@ def test_held_triggers_follow_hysteresis_per_workflow() -> None:
     gate.apply([_row(spec, waiting=50)])
     assert [h.trigger for h in gate.holds()] == ["orders"]
     assert gate.held_topics(None) == {"orders"}
-    assert "has 50 of max_waiting 50" in gate.describe()
+    assert "'w' is at max_waiting 50 waiting instances" in gate.describe()
     assert "resumes below 40" in gate.holds()[0].reason
     assert _gauge("unit-hysteresis", "orders") == 1
     gate.apply([_row(spec, waiting=40)])
     assert gate.held_topics(None) == {"orders"}
+    assert "has 40 of max_waiting 50 instances waiting" in gate.describe()
     gate.apply([_row(spec, waiting=39)])
     assert gate.holds() == []
     assert _gauge("unit-hysteresis", "orders") == 0
