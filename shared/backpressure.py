@@ -37,6 +37,7 @@ from shared.db.pool import Executor
 from shared.db.queries import load
 from shared.kafka.cluster import cluster_of
 from shared.matching import match
+from shared.models.common import Record
 from shared.models.events import IncomingEvent
 from shared.models.triggers import AnyTriggerSpec, KafkaTriggerSpec, TriggerSpec
 
@@ -125,6 +126,37 @@ class Hold:
             "subject": self.subject,
             "reason": self.reason,
         }
+
+
+class WorkflowBackpressure(Record):
+    """A workflow's queue against its bound, as the API and the console show it."""
+
+    waiting: int
+    max_waiting: int
+    resumes_below: int
+    state: str
+    """`holding` (at the bound: its sources hold back), `draining` (at 80 % or more: sources
+    that hold stay so until below it), `open`."""
+
+
+def workflow_state(waiting: int, max_waiting: int) -> str:
+    if waiting >= max_waiting:
+        return "holding"
+    return "draining" if waiting >= resume_below(max_waiting) else "open"
+
+
+async def of_workflow(pool: Executor, workflow_id: int) -> WorkflowBackpressure | None:
+    """The backpressure of one workflow (its published version's bound), None when unbounded."""
+    row = await pool.fetchrow(Q["workflow_backpressure"], workflow_id)
+    if row is None or row["max_waiting"] is None:
+        return None
+    waiting, bound = int(row["waiting"]), int(row["max_waiting"])
+    return WorkflowBackpressure(
+        waiting=waiting,
+        max_waiting=bound,
+        resumes_below=resume_below(bound),
+        state=workflow_state(waiting, bound),
+    )
 
 
 async def bounded(pool: Executor) -> list[Bounded]:

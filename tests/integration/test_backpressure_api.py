@@ -1,0 +1,69 @@
+"""Backpressure in the API and the console: a workflow's waiting instances against its bound."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.factories import shell_node
+from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
+
+WS = "/workspaces/default"
+
+
+async def test_status_and_console_show_waiting_against_max_waiting(
+    api_server: ApiServer, api: httpx.AsyncClient, pool: Pool
+) -> None:
+    spec = {
+        "name": "bounded",
+        "type": "manual",
+        "policy": {"max_waiting": 5},
+        "nodes": [shell_node("a")],
+    }
+    assert (await api.post(f"{WS}/workflows?publish=true", json=spec)).status_code == 201
+    plain = {"name": "plain", "type": "manual", "nodes": [shell_node("a")]}
+    assert (await api.post(f"{WS}/workflows?publish=true", json=plain)).status_code == 201
+
+    async def status() -> dict[str, object]:
+        answer = await api.get(f"{WS}/workflows/bounded/status")
+        assert answer.status_code == 200
+        shown: dict[str, object] = answer.json()["backpressure"]
+        return shown
+
+    assert await status() == {
+        "waiting": 0,
+        "max_waiting": 5,
+        "resumes_below": 4,
+        "state": "open",
+    }
+    # No executor runs: every requested run stays waiting.
+    for expected in ("open", "open", "open", "draining", "holding"):
+        assert (await api.post(f"{WS}/workflows/bounded/runs", json={})).status_code == 202
+        assert (await status())["state"] == expected
+    assert (await status())["waiting"] == 5
+    plain_status = (await api.get(f"{WS}/workflows/plain/status")).json()
+    assert plain_status["backpressure"] is None
+
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as console:
+        signin = await console.post("/signin", data={"token": api_server.token, "next": "/"})
+        assert signin.status_code == 303
+        page = await console.get("/workflows/bounded")
+        assert page.status_code == 200
+        assert 'id="backpressure"' in page.text
+        assert "5 of max_waiting 5 waiting" in page.text
+        assert 'class="status bp-holding">holding<' in page.text
+        assert "until fewer than 4 wait" in page.text
+        other = await console.get("/workflows/plain")
+        assert 'id="backpressure"' not in other.text
+
+
+async def test_max_waiting_errors_name_the_field(api: httpx.AsyncClient) -> None:
+    for bad in (0, "10", 2.5):
+        spec = {
+            "name": "bad",
+            "type": "manual",
+            "policy": {"max_waiting": bad},
+            "nodes": [shell_node("a")],
+        }
+        answer = await api.post(f"{WS}/workflows", json=spec)
+        assert answer.status_code == 422
+        assert "max_waiting" in answer.text
