@@ -273,14 +273,14 @@ class Backpressure:
                 pass
         self._labels = set(labels)
         self._bounded = list(rows)
-        if self._on_change is not None:
-            self._on_change(self)
         self._paused = paused
         self._holds = holds
         by_subject: dict[tuple[str, str], list[Hold]] = {}
         for hold in holds.values():
             by_subject.setdefault((hold.type, hold.subject), []).append(hold)
         self._by_subject = by_subject
+        if self._on_change is not None:
+            self._on_change(self)
 
     def holds(self) -> list[Hold]:
         return sorted(self._holds.values(), key=lambda h: (h.workspace_id, h.trigger))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import httpx
 
 from tests.factories import shell_node
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
+from tests.support.api import (  # noqa: F401
+    ApiServer,
+    Pool,
+    api_fixture,
+    api_server_fixture,
+    sluice_cli,
+)
 
 WS = "/workspaces/default"
 
@@ -54,6 +60,9 @@ async def test_status_and_console_show_waiting_against_max_waiting(
         assert "until fewer than 4 wait" in page.text
         other = await console.get("/workflows/plain")
         assert 'id="backpressure"' not in other.text
+    shown = await sluice_cli(api_server, "workflow", "bounded")
+    assert shown.code == 0, shown.err
+    assert "queue:      5 of max_waiting 5 waiting (holding)" in shown.out
 
 
 async def test_max_waiting_errors_name_the_field(api: httpx.AsyncClient) -> None:

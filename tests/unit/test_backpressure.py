@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from services.dev import read_specs
 from shared.backpressure import PAUSED, Backpressure, Bounded, paused_next, resume_below
+from shared.db.triggers import SPEC_ADAPTER
 from shared.models.events import IncomingEvent
 from shared.models.triggers import KafkaTriggerSpec, S3TriggerSpec
 from shared.models.workflows import WorkflowSpec
@@ -128,6 +131,15 @@ def test_held_triggers_follow_hysteresis_per_workflow() -> None:
     assert _gauge("unit-hysteresis", "orders") is None
 
 
+def test_on_change_sees_the_new_state() -> None:
+    seen: list[str] = []
+    gate = Backpressure("unit-change", on_change=lambda g: seen.append(g.describe()))
+    gate.apply([_row(_kafka("orders", name="orders"), waiting=50)])
+    gate.apply([_row(_kafka("orders", name="orders"), waiting=0)])
+    assert "holding back trigger 'orders'" in seen[0]
+    assert seen[1].startswith("no trigger held")
+
+
 def test_a_trigger_feeding_a_full_and_a_free_workflow_is_held() -> None:
     gate = Backpressure("unit-two")
     spec = _kafka("orders", name="orders")
@@ -207,3 +219,13 @@ def test_max_waiting_is_a_positive_int_named_in_the_error() -> None:
     for bad in (0, -1, "50", 50.5, True):
         with pytest.raises(ValidationError, match=r"policy\.max_waiting"):
             WorkflowSpec.model_validate(_spec({"max_waiting": bad}))
+
+
+def test_backpressure_example_loads_with_its_bound() -> None:
+    docs = read_specs(Path(__file__).resolve().parents[2] / "examples" / "backpressure")
+    [trigger_doc, workflow_doc] = [{k: v for k, v in d.items() if k != "__file__"} for d in docs]
+    trigger = SPEC_ADAPTER.validate_python(trigger_doc)
+    spec = WorkflowSpec.model_validate(workflow_doc)
+    assert spec.trigger == trigger.name
+    assert spec.policy.max_waiting == 50
+    assert resume_below(spec.policy.max_waiting) == 40
