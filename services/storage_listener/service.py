@@ -145,6 +145,8 @@ def _backpressure(health: Health) -> Backpressure:
     def show(gate: Backpressure) -> None:
         state.detail = gate.describe()
         state.info.update(gate.as_dict())
+        if health.readiness is not None:
+            health.readiness.set("storage-backpressure", True, state.detail)
 
     return Backpressure("storage-listener", on_change=show)
 

@@ -122,7 +122,9 @@ class Fetching(Rebalancing):
             return False
         self._holds_checked_at = asyncio.get_running_loop().time()
         try:
-            self._holds = await self._hold_topics()
+            # Bounded like admission: a hung connection must not stop the fetch loop.
+            async with asyncio.timeout(self._config.admit_timeout_s):
+                self._holds = await self._hold_topics()
         except Exception as exc:
             # The admission of the batch meets the same database and retries; until then the
             # last answer stands.
