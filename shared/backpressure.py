@@ -310,6 +310,10 @@ class Backpressure:
         """The topics of the cluster that feed any workflow with `max_waiting`."""
         return {r.subject for r in self._bounded if r.type == "kafka" and _cluster(r) == cluster}
 
+    def bounds(self, type_: str) -> bool:
+        """Whether any trigger of this type feeds a workflow with `max_waiting`."""
+        return any(r.type == type_ for r in self._bounded)
+
     @property
     def idle(self) -> bool:
         """No workflow sets `max_waiting`: nothing to hold, so sources may check less often."""

@@ -127,6 +127,7 @@ async def run(
                         session_timeout_ms=storage.kafka_session_timeout_ms,
                         heartbeat_interval_ms=storage.kafka_heartbeat_interval_ms,
                     ),
+                    backpressure=backpressure,
                 )
                 sources.append(consumer.run)
             log.info(

@@ -16,9 +16,13 @@ from services.storage_listener.config import PollTarget
 from services.storage_listener.health import SourceHealth
 from services.storage_listener.poll import PollSource
 from shared.backpressure import Backpressure
+from shared.embedded.kafka import EmbeddedKafka
 from shared.embedded.s3 import EmbeddedS3, ensure_bucket, ensure_queue
 from tests.factories import add_trigger, add_workflow, s3_trigger, shell_node, workflow
+from tests.integration import kafka_support
+from tests.integration.kafka_support import TopicFactory, group_id, group_timing, producer
 from tests.support.executor import running_executor, wait_for
+from tests.support.kafka_listener import committed
 from tests.support.s3 import (  # noqa: F401 - fixtures
     Pool,
     embedded_s3_fixture,
@@ -33,6 +37,9 @@ from tests.support.s3 import (  # noqa: F401 - fixtures
     wait_for_events,
 )
 
+# The broker fixtures, registered in this module under their own names.
+kafka_broker = kafka_support.kafka_broker
+kafka_topics = kafka_support.kafka_topics
 AUTH = {"Authorization": "Bearer t1", "Content-Type": "application/json"}
 
 
@@ -210,3 +217,63 @@ async def test_poll_stops_listing_a_held_target_and_finds_its_objects_later(
         )
     )
     assert keys == [f"in/{i}.csv" for i in range(5)]
+
+
+@pytest.mark.timeout(180)
+async def test_storage_kafka_source_pauses_its_topics_while_an_s3_trigger_is_held(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    await bind_bounded(pool, "data", max_waiting=2)
+    topic = await kafka_topics(partitions=1)
+    group = group_id()
+    timing = group_timing(kafka_broker.backend)
+    settings = listener_settings(db_url, kafka_bootstrap=kafka_broker.bootstrap, kafka_max_batch=1)
+    storage = storage_settings(
+        kafka_topics=topic.name,
+        kafka_group_id=group,
+        kafka_session_timeout_ms=timing["session_timeout_ms"],
+        kafka_heartbeat_interval_ms=timing["heartbeat_interval_ms"],
+    )
+    async with running_listener(settings, storage) as listener, httpx.AsyncClient() as client:
+
+        async def assigned() -> bool | None:
+            document = (await client.get(f"{listener.url}/readyz")).json()
+            return True if document["kafka"].get("partitions") else None
+
+        await eventually(assigned)
+        async with producer(kafka_broker) as kafka:
+            sent = [
+                await kafka.send_and_wait(topic.name, body("data", f"{i}.csv").encode(), key=b"k")
+                for i in range(6)
+            ]
+        partition = sent[0].partition
+
+        async def held() -> bool | None:
+            document = (await client.get(f"{listener.url}/readyz")).json()
+            return True if document["backpressure"].get("paused") else None
+
+        await eventually(held)
+        # At the bound plus at most the batch in flight; the rest stays uncommitted in Kafka.
+        assert await count(pool, "events") <= 3
+        done = await committed(kafka_broker, group, topic.name, partition)
+        assert done is not None and done <= sent[2].offset + 1
+        async with running_executor(db_url):
+            await wait_for(
+                pool,
+                "SELECT count(*) = 6 FROM instances WHERE state = 'succeeded'",
+                timeout_s=60,
+            )
+
+        async def all_committed() -> bool | None:
+            at = await committed(kafka_broker, group, topic.name, partition)
+            return True if at == sent[-1].offset + 1 else None
+
+        await eventually(all_committed)
+    assert await count(pool, "events") == 6
+    keys = sorted(
+        r["key"]
+        for r in await pool.fetch(
+            "SELECT trigger_message->'data'->'s3'->'object'->>'key' AS key FROM instances"
+        )
+    )
+    assert keys == [f"{i}.csv" for i in range(6)]
