@@ -1,4 +1,4 @@
-"""Backpressure in the API and the console: a workflow's waiting instances against its bound."""
+"""Backpressure in the API and the CLI: a workflow's waiting instances against its bound."""
 
 from __future__ import annotations
 
@@ -49,17 +49,6 @@ async def test_status_and_console_show_waiting_against_max_waiting(
     plain_status = (await api.get(f"{WS}/workflows/plain/status")).json()
     assert plain_status["backpressure"] is None
 
-    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as console:
-        signin = await console.post("/signin", data={"token": api_server.token, "next": "/"})
-        assert signin.status_code == 303
-        page = await console.get("/workflows/bounded")
-        assert page.status_code == 200
-        assert 'id="backpressure"' in page.text
-        assert "5 of max_waiting 5 waiting" in page.text
-        assert 'class="status bp-holding">holding<' in page.text
-        assert "until fewer than 4 wait" in page.text
-        other = await console.get("/workflows/plain")
-        assert 'id="backpressure"' not in other.text
     shown = await sluice_cli(api_server, "workflow", "bounded")
     assert shown.code == 0, shown.err
     assert "queue:      5 of max_waiting 5 waiting (holding)" in shown.out
