@@ -617,6 +617,12 @@ def _workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     out.write(f"{'instances:':<11} {counts}\n")
     nodes = status["nodes"]
     out.write(f"{'nodes:':<11} ready {nodes.get('ready', 0)}, running {nodes.get('running', 0)}\n")
+    queue = status.get("backpressure")
+    if queue:
+        out.write(
+            f"{'queue:':<11} {queue['waiting']} of max_waiting {queue['max_waiting']} waiting "
+            f"({queue['state']})\n"
+        )
     last = status.get("last_instance")
     if last:
         out.write(f"{'last run:':<11} {last['id']} {last['state']} ({cell(last['created_at'])})\n")
