@@ -109,3 +109,29 @@ class InstanceOut(Record):
     effective_priority: int | None = None
     # policy.lane resolved at admission ("" when the template did not resolve).
     lane: str | None = None
+    # Trigger option `coalesce`: how many events, and which, the instance's window gathered.
+    coalesced_events: int | None = None
+    coalesced_event_ids: list[int] = Field(default_factory=list)
+
+
+RequestAction = Literal["terminate", "rerun"]
+RequestState = Literal["pending", "done", "failed"]
+
+
+class InstanceRequestOut(Record):
+    """A terminate or rerun request: recorded by the API, carried out by an executor.
+
+    `instance_state`: the instance's state right after the request was carried out; while it is
+    pending, the instance's state now.
+    """
+
+    id: int
+    instance_id: int
+    action: RequestAction
+    mode: Literal["all", "failed"] | None
+    state: RequestState
+    reason: str | None
+    requested_by: str | None
+    requested_at: datetime
+    finished_at: datetime | None
+    instance_state: InstanceState

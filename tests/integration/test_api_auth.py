@@ -21,6 +21,7 @@ from shared.db.connections import ConnectionSpec
 from shared.db.tokens import Role
 from shared.models.instances import RunRequest
 from shared.models.notifications import NotifyRule
+from shared.operations import requests as instance_requests
 from shared.settings import load_settings
 from tests.factories import (
     NOW,
@@ -148,6 +149,7 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/instances/{waiting}", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/log", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/outputs", None),
+        ("/workspaces/{ws}/instances/{ended}/requests/{request}", None),
         ("/workspaces/{ws}/events", {"trigger": "seed_t"}),
         ("/workspaces/{ws}/events/{event}", None),
         ("/workspaces/{ws}/notifications", None),
@@ -163,6 +165,7 @@ class Seed:
     victim_token: int
     event: int
     notification: int
+    request: int
 
     def fill(self, template: str, ws: str = "default") -> str:
         return template.format(
@@ -172,6 +175,7 @@ class Seed:
             victim_token=self.victim_token,
             event=self.event,
             notification=self.notification,
+            request=self.request,
         )
 
 
@@ -200,8 +204,9 @@ async def seed(pool: Pool) -> Seed:
             "VALUES (1, 'victim', 'viewer', '\\x00') RETURNING id"
         )
         notification = await notification_repo.enqueue_test(conn, 1, HOOK_RULE)
+        asked = await instance_requests.request(conn, 1, ended.id, "rerun", mode="failed")
     [result] = await intake.admit(pool, kafka_event(topic="orders", offset=1))
-    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification)
+    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification, asked.id)
 
 
 async def call(client: httpx.AsyncClient, route: Route, seeded: Seed, ws: str) -> httpx.Response:
@@ -241,7 +246,15 @@ async def test_every_role_reads_everything(role: Role, api_server: ApiServer, po
 async def test_forbidden_calls_change_nothing(api_server: ApiServer, pool: Pool) -> None:
     seeded = await seed(pool)
     token = await make_token(pool, "default", "viewer")
-    tables = ("workspaces", "tokens", "connections", "triggers", "workflows", "instances")
+    tables = (
+        "workspaces",
+        "tokens",
+        "connections",
+        "triggers",
+        "workflows",
+        "instances",
+        "instance_requests",
+    )
 
     async def snapshot() -> dict[str, Any]:
         return {
@@ -262,7 +275,12 @@ async def test_another_workspace_learns_nothing(api_server: ApiServer, pool: Poo
     exist and objects that do not, on every route."""
     seeded = await seed(pool)
     missing = Seed(
-        waiting=999_999, ended=999_998, victim_token=999_997, event=999_996, notification=999_995
+        waiting=999_999,
+        ended=999_998,
+        victim_token=999_997,
+        event=999_996,
+        notification=999_995,
+        request=999_994,
     )
     outsider = await make_token(pool, "team_b", "admin")
     async with api_server.client(outsider) as client:
@@ -338,6 +356,7 @@ def _template(path: str) -> str:
         "nodes": "{node}",
         "versions": "{version}",
         "notifications": "{notification_id}",
+        "requests": "{request_id}",
     }
     out = []
     for i, part in enumerate(parts):

@@ -9,9 +9,9 @@ import pytest
 
 from services.dev.servers.process import free_port
 from services.dev.servers.s3 import EmbeddedS3, ensure_bucket
-from services.executor.logs import read_log
 from shared.db import connections
 from shared.db.connections import ConnectionSpec
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
 from tests.support.s3 import unique

@@ -11,9 +11,9 @@ import pytest
 
 from services.dev.examples import ensure_examples_connection, read_specs
 from services.dev.servers.postgres import with_database
-from services.executor.logs import read_log
 from shared.db import workflows as workflow_repo
 from shared.models.workflows import WorkflowSpec
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS
 from tests.support.executor import attempts_of, enqueue, running_executor, wait_instance
 from tests.support.secrets import suite_box

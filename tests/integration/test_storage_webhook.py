@@ -354,7 +354,9 @@ class _BrokenAdmitter(Admitter):
         # `submit` is overridden and never reaches the database, so no pool is needed.
         super().__init__(pool=None)  # type: ignore[arg-type]
 
-    async def submit(self, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+    async def submit(
+        self, events: list[IncomingEvent], *, hold: bool = False
+    ) -> list[list[AdmitResult]]:
         raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
 
 
