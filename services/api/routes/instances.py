@@ -28,7 +28,7 @@ from services.api.schemas import (
 )
 from shared.db import instances as instance_repo
 from shared.db.errors import NotFound
-from shared.db.pool import Connection
+from shared.db.pool import Connection, Pool
 from shared.db.queries import load
 from shared.models.instances import (
     FINAL_INSTANCE_STATES,
@@ -236,7 +236,7 @@ async def node_log(
 
 
 async def _follow(
-    pool: Any,
+    pool: Pool,
     stopping: asyncio.Event,
     ws_id: int,
     instance_id: int,
