@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from shared.client.commands import add_documented, run_local, say_error
 from shared.kafka.config import client_options
 from shared.settings import KafkaSettings, SettingsError, load_settings
 
@@ -107,10 +107,6 @@ async def produce(
     }
 
 
-def _err(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
-
-
 def _cmd_produce(args: argparse.Namespace) -> int:
     try:
         headers = parse_headers(args.header or [])
@@ -118,38 +114,29 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         settings = producer_settings(args.bootstrap)
         client_options(settings)
     except (InputError, SettingsError) as exc:
-        _err(str(exc))
+        say_error(str(exc))
         return 2
     key = None if args.key is None else args.key.encode()
     # The failure is reported below in one line; aiokafka's own error lines would repeat it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        sent = asyncio.run(
-            produce(settings, args.topic, value, key=key, headers=headers, partition=args.partition)
-        )
-    except Exception as exc:
-        text = str(exc)
-        kind = type(exc).__name__
-        # aiokafka's errors start with their own class name already.
-        _err(f"{settings.kafka_bootstrap}: {text if text.startswith(kind) else f'{kind}: {text}'}")
-        return 1
-    if args.json:
-        sys.stdout.write(json.dumps(sent) + "\n")
-    else:
-        sys.stdout.write(
-            f"sent to {sent['topic']} partition {sent['partition']} offset {sent['offset']} "
-            f"({len(value)} bytes)\n"
-        )
-    return 0
+    return run_local(
+        produce(settings, args.topic, value, key=key, headers=headers, partition=args.partition),
+        settings.kafka_bootstrap,
+        args.json,
+        lambda sent: (
+            f"sent to {sent['topic']} partition {sent['partition']} "
+            f"offset {sent['offset']} ({len(value)} bytes)"
+        ),
+    )
 
 
 def register(subparsers: Any) -> None:
     """Add `sluice produce` to the CLI."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_documented(
+        subparsers,
         "produce",
-        help="send one Kafka message (to the sluice dev broker unless configured otherwise)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "send one Kafka message (to the sluice dev broker unless configured otherwise)",
+        __doc__,
     )
     parser.add_argument("topic", help="topic to send to")
     parser.add_argument(

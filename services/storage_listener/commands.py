@@ -15,16 +15,14 @@ so uploading to `sluice dev` needs no setup.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import json
 import mimetypes
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from services.storage_listener import aws
+from shared.client.commands import add_documented, run_local, say_error
 from shared.settings import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, S3Settings, load_settings
 
 
@@ -84,44 +82,35 @@ async def upload(
     }
 
 
-def _err(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
-
-
 def _cmd_upload(args: argparse.Namespace) -> int:
     file: Path = args.file
     if not file.is_file():
-        _err(f"{file}: no such file")
+        say_error(f"{file}: no such file")
         return 2
     try:
         bucket, key = parse_destination(args.destination, file.name)
     except ValueError as exc:
-        _err(str(exc))
+        say_error(str(exc))
         return 2
     options = upload_options(load_settings(), args.endpoint)
-    try:
-        stored = asyncio.run(upload(options, file.read_bytes(), bucket, key, args.content_type))
-    except Exception as exc:
-        where = options.get("endpoint_url") or "AWS S3"
-        _err(f"{where}: {type(exc).__name__}: {exc}")
-        return 1
-    if args.json:
-        sys.stdout.write(json.dumps(stored) + "\n")
-    else:
-        sys.stdout.write(
+    return run_local(
+        upload(options, file.read_bytes(), bucket, key, args.content_type),
+        options.get("endpoint_url") or "AWS S3",
+        args.json,
+        lambda stored: (
             f"uploaded s3://{stored['bucket']}/{stored['key']} "
-            f"({stored['size']} bytes, etag {stored['etag']})\n"
-        )
-    return 0
+            f"({stored['size']} bytes, etag {stored['etag']})"
+        ),
+    )
 
 
 def register(subparsers: Any) -> None:
     """Add `sluice upload` to the CLI."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_documented(
+        subparsers,
         "upload",
-        help="upload a local file to a bucket (S3, MinIO, the sluice dev S3)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "upload a local file to a bucket (S3, MinIO, the sluice dev S3)",
+        __doc__,
     )
     parser.add_argument("file", type=Path, help="local file to upload")
     parser.add_argument(

@@ -32,7 +32,7 @@ from services.storage_listener.health import Health
 from services.storage_listener.kafka_source import KafkaS3Source
 from services.storage_listener.poll import PollSource
 from services.storage_listener.sqs import SqsSource, queue_name
-from services.storage_listener.webhook import NO_TOKEN_DETAIL, bind, create_app, serve
+from services.storage_listener.webhook import NO_TOKEN_DETAIL, WebhookApp, bind, serve
 from shared.backpressure import Backpressure
 from shared.db.pool import create_pool
 from shared.kafka.config import load_listener_settings
@@ -72,7 +72,7 @@ async def run(
             tokens = settings.webhook_token_list
             if not tokens:
                 log.warning("webhook_refusing_all_requests", reason=NO_TOKEN_DETAIL)
-            app = create_app(
+            app = WebhookApp(
                 pool=pool,
                 admitter=admitter,
                 tokens=tokens,

@@ -213,26 +213,6 @@ class WebhookApp:
         return 200, _json(document), []
 
 
-def create_app(
-    *,
-    pool: Executor,
-    admitter: Admitter,
-    tokens: Sequence[str],
-    health: Health,
-    max_body_bytes: int = 1 << 20,
-    clock: Clock = _utcnow,
-) -> WebhookApp:
-    """The listener's HTTP app (see `WebhookApp`)."""
-    return WebhookApp(
-        pool=pool,
-        admitter=admitter,
-        tokens=tokens,
-        health=health,
-        max_body_bytes=max_body_bytes,
-        clock=clock,
-    )
-
-
 def _detail(token_count: int, max_body_bytes: int) -> str:
     if token_count == 0:
         return NO_TOKEN_DETAIL

@@ -9,11 +9,12 @@ input; 3 the API could not be reached.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TextIO
 
 from shared.client.http import DEFAULT_URL, Client, ClientError, Unreachable
@@ -92,3 +93,51 @@ def execute(handler: Handler, args: argparse.Namespace, out: TextIO | None = Non
     except BrokenPipeError:
         # `sluice logs ... | head`: the reader left; that is not an error of ours.
         return EXIT_OK
+
+
+def say_error(message: str) -> None:
+    """The one `error: …` line on stderr every command ends a failure with."""
+    sys.stderr.write(f"error: {message}\n")
+
+
+def print_result(result: dict[str, Any], as_json: bool, text: str) -> int:
+    """A local command's outcome: `text`, or with `--json` the result as ONE line.
+
+    One line, not `print_json`'s indented form: scripts call these commands in loops and read a
+    line per call.
+    """
+    sys.stdout.write((json.dumps(result) if as_json else text) + "\n")
+    return EXIT_OK
+
+
+def exception_text(exc: BaseException) -> str:
+    """`Kind: message`; the kind once when the message starts with it (as aiokafka's do)."""
+    text = str(exc)
+    kind = type(exc).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"
+
+
+def run_local(
+    work: Coroutine[Any, Any, dict[str, Any]],
+    where: str,
+    as_json: bool,
+    describe: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run a command's one remote call (a produce, an upload) and report it: the result as
+    `describe` puts it (or JSON), or one error line naming `where` it failed, exit 1."""
+    try:
+        result = asyncio.run(work)
+    except Exception as exc:
+        say_error(f"{where}: {exception_text(exc)}")
+        return EXIT_FAILED
+    return print_result(result, as_json, describe(result))
+
+
+def add_documented(
+    subparsers: Any, name: str, help_: str, doc: str | None
+) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` shows `doc` (its module docstring) with its line breaks."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser

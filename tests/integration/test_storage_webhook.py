@@ -15,7 +15,7 @@ import pytest
 
 from services.storage_listener.admitter import Admitter
 from services.storage_listener.health import Health
-from services.storage_listener.webhook import create_app
+from services.storage_listener.webhook import WebhookApp
 from shared.db.pool import create_pool
 from shared.models.events import AdmitResult, IncomingEvent
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
@@ -338,7 +338,7 @@ async def app_client(
     admitter: Admitter = request.param()
     pool = await create_pool(db_url)
     task = asyncio.create_task(admitter.run())
-    app = create_app(pool=pool, admitter=admitter, tokens=["t1"], health=Health())
+    app = WebhookApp(pool=pool, admitter=admitter, tokens=["t1"], health=Health())
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://hook") as client:
@@ -379,7 +379,7 @@ async def test_a_failed_admission_answers_503_so_the_store_retries(
 async def test_readyz_fails_when_the_database_is_unreachable(db_url: str) -> None:
     pool = await create_pool(db_url)
     await pool.close()
-    app = create_app(pool=pool, admitter=Admitter(pool), tokens=["t1"], health=Health())
+    app = WebhookApp(pool=pool, admitter=Admitter(pool), tokens=["t1"], health=Health())
 
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://hook"
