@@ -1,0 +1,172 @@
+"""Replays of a Kafka trigger against a real broker and PostgreSQL, carried out by the listener.
+
+Records produced while the trigger was disabled were recorded but never admitted for it; the
+others were admitted normally. `missing` admits exactly the first kind, `all` admits every
+record again as a `replay` instance linked to the event that first admitted it, and neither
+moves the group's committed offsets.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.db import events as event_repo
+from shared.db import instances as instance_repo
+from shared.db import replays as replay_repo
+from shared.db import triggers as trigger_repo
+from shared.embedded.kafka import EmbeddedKafka
+from shared.models.replays import ReplayOut, ReplayRequest
+from shared.models.triggers import KafkaTriggerSpec
+from tests.integration.kafka_support import TopicFactory
+from tests.support.kafka_listener import (
+    Pool,
+    bind,
+    committed,
+    eventually,
+    running_listener,
+    send,
+    wait_committed,
+    wait_events,
+)
+
+FAST = {"replay_poll_interval_s": 0.05}
+LIVE, MISSED = 5, 3
+
+
+async def replay(
+    pool: Pool, trigger: str, body: dict[str, Any], max_events: int = 1000
+) -> ReplayOut:
+    """Queue a replay as the API does and wait until the listener has finished it."""
+    t = await trigger_repo.get(pool, 1, trigger)
+    accepted = await replay_repo.create(
+        pool, 1, t.id, t.name, t.type, ReplayRequest.model_validate(body), max_events
+    )
+
+    async def finished() -> ReplayOut | None:
+        out = await replay_repo.get(pool, 1, accepted.replay_id)
+        return out if out.state in ("succeeded", "failed") else None
+
+    return await eventually(finished)
+
+
+async def kinds(pool: Pool, workflow: str = "wf_kt") -> dict[str, int]:
+    rows = await pool.fetch(
+        "SELECT i.kind, count(*) AS n FROM instances i JOIN workflows w ON w.id = i.workflow_id "
+        "WHERE w.name = $1 GROUP BY i.kind",
+        workflow,
+    )
+    return {r["kind"]: r["n"] for r in rows}
+
+
+async def set_enabled(pool: Pool, name: str, enabled: bool) -> None:
+    t = await trigger_repo.get(pool, 1, name)
+    spec = KafkaTriggerSpec.model_validate({**t.spec, "enabled": enabled})
+    async with pool.acquire() as conn:
+        await trigger_repo.upsert(conn, "default", 1, spec)
+
+
+async def test_missing_admits_only_unadmitted_records_and_all_reruns_every_record(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    topic = await kafka_topics()
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    await bind(pool, topic.name, trigger="kt")
+    # A second trigger on the topic keeps the group reading it while `kt` is disabled.
+    await bind(pool, topic.name, trigger="other")
+    async with running_listener(db_url, kafka_broker, settings=FAST) as listener:
+        live = await send(kafka_broker, topic.name, [b'{"n": %d}' % i for i in range(LIVE)])
+        await wait_events(pool, LIVE)
+        await set_enabled(pool, "kt", False)
+        missed = await send(kafka_broker, topic.name, [b'{"m": %d}' % i for i in range(MISSED)])
+        await wait_events(pool, LIVE + MISSED)
+        await set_enabled(pool, "kt", True)
+        await wait_committed(kafka_broker, listener.group, topic.name, missed[-1] + 1)
+        group_offset = await committed(kafka_broker, listener.group, topic.name)
+        assert await kinds(pool) == {"triggered": LIVE}
+        assert await kinds(pool, "wf_other") == {"triggered": LIVE + MISSED}
+
+        after = datetime.now(UTC) + timedelta(minutes=1)
+        missing = await replay(pool, "kt", {"mode": "missing", "from": before, "to": after})
+        assert missing.state == "succeeded", missing.error
+        assert (missing.read, missing.admitted, missing.duplicate) == (LIVE + MISSED, MISSED, LIVE)
+        assert await kinds(pool) == {"triggered": LIVE, "replay": MISSED}
+        offsets = await pool.fetch(
+            "SELECT (trigger_message->>'offset')::int AS o FROM instances WHERE kind = 'replay'"
+        )
+        assert sorted(r["o"] for r in offsets) == missed
+        # Only the replayed trigger sees replayed records.
+        assert await kinds(pool, "wf_other") == {"triggered": LIVE + MISSED}
+
+        again = await replay(pool, "kt", {"mode": "missing", "from": before, "to": after})
+        assert (again.read, again.admitted, again.duplicate) == (LIVE + MISSED, 0, LIVE + MISSED)
+        assert await kinds(pool) == {"triggered": LIVE, "replay": MISSED}
+
+        everything = await replay(
+            pool, "kt", {"mode": "all", "from": {0: live[0]}, "to": {0: missed[-1] + 1}}
+        )
+        assert everything.state == "succeeded", everything.error
+        assert (everything.read, everything.admitted) == (LIVE + MISSED, LIVE + MISSED)
+        assert await kinds(pool) == {"triggered": LIVE, "replay": 2 * MISSED + LIVE}
+        assert await kinds(pool, "wf_other") == {"triggered": LIVE + MISSED}
+        # The group's position is exactly what its own consumption committed.
+        assert await committed(kafka_broker, listener.group, topic.name) == group_offset
+
+    # Each `all` instance links back to the event that first admitted its record for `kt`.
+    first_event = {
+        r["o"]: r["event_id"]
+        for r in await pool.fetch(
+            "SELECT (e.payload->>'offset')::int AS o, a.event_id FROM admissions a "
+            "JOIN triggers t ON t.id = a.trigger_id JOIN events e ON e.id = a.event_id "
+            "WHERE t.name = 'kt' AND a.dedup_key NOT LIKE 'replay:%'"
+        )
+    }
+    assert sorted(first_event) == live + missed
+    rows = await pool.fetch(
+        "SELECT i.id, e.id AS event_id, (i.trigger_message->>'offset')::int AS o FROM instances i "
+        "JOIN events e ON e.id = i.event_id WHERE e.replay_id = $1",
+        everything.id,
+    )
+    assert sorted(r["o"] for r in rows) == live + missed
+    for row in rows:
+        event = await event_repo.get(pool, 1, row["event_id"])
+        assert (event.replay_id, event.replay_of) == (everything.id, first_event[row["o"]])
+        [outcome] = event.outcomes
+        assert outcome.outcome == "admitted"
+        assert outcome.instance_ids == [row["id"]]
+        assert outcome.detail == f"replay {everything.id} of event {first_event[row['o']]}"
+        instance = await instance_repo.get(pool, 1, row["id"])
+        assert (instance.kind, instance.replay_id, instance.replay_of) == (
+            "replay",
+            everything.id,
+            first_event[row["o"]],
+        )
+
+
+async def test_a_range_over_max_events_fails_before_admitting_anything(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    topic = await kafka_topics()
+    await bind(pool, topic.name, trigger="kt")
+    offsets = await send(kafka_broker, topic.name, [b"{}"] * 4)
+    async with running_listener(db_url, kafka_broker, settings=FAST):
+        out = await replay(
+            pool, "kt", {"mode": "all", "from": {0: 0}, "to": {0: offsets[-1] + 1}}, max_events=3
+        )
+    assert out.state == "failed"
+    assert out.error == "the range holds 4 records, over max_events 3; narrow from/to"
+    assert out.read == 0
+    assert await kinds(pool) == {}
+
+
+async def test_a_partition_the_topic_lacks_fails_naming_it(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    topic = await kafka_topics()
+    await bind(pool, topic.name, trigger="kt")
+    async with running_listener(db_url, kafka_broker, settings=FAST):
+        out = await replay(pool, "kt", {"from": {7: 0}, "to": {7: 5}})
+    assert out.state == "failed"
+    assert out.error is not None and out.error.startswith(
+        f"from: topic {topic.name!r} has no partition 7"
+    )
