@@ -6,6 +6,8 @@ Sources, side by side in one TaskGroup (any one dying stops the service):
 - `sqs`: one long-polling loop per queue of `SLUICE_SQS_QUEUE_URLS`.
 - `poll`: `SLUICE_STORAGE_POLL` targets listed every `SLUICE_STORAGE_POLL_INTERVAL_S`.
 - `kafka`: S3 event records on `SLUICE_STORAGE_KAFKA_TOPICS` (brokers of `SLUICE_KAFKA_BOOTSTRAP`).
+- `replay`: always on, the replay jobs of S3 triggers (`shared.replays`, `replay.S3Replayer`),
+  listing buckets through `SLUICE_S3_ENDPOINT`.
 
 Every source hands events to one `Admitter`, which admits concurrent submissions in shared
 transactions. Each source acknowledges its store only after its events committed (contract 3).
@@ -18,6 +20,7 @@ running then is cancelled and, never having been acknowledged, is redelivered la
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import partial
@@ -31,11 +34,13 @@ from services.storage_listener.config import StorageSettings, load_storage_setti
 from services.storage_listener.health import Health
 from services.storage_listener.kafka_source import KafkaS3Source
 from services.storage_listener.poll import PollSource
+from services.storage_listener.replay import S3Replayer
 from services.storage_listener.sqs import SqsSource, queue_name
 from services.storage_listener.webhook import NO_TOKEN_DETAIL, bind, create_app, serve
 from shared.db.pool import create_pool
 from shared.kafka.config import load_listener_settings
 from shared.probes import READINESS
+from shared.replays import run_replays
 from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("sluice.storage_listener")
@@ -94,9 +99,20 @@ async def run(
                     visibility_timeout_s=storage.sqs_visibility_timeout_s,
                 )
                 sources.append(source.run)
+            s3 = await stack.enter_async_context(aws.client("s3", aws.s3_options(settings)))
+            sources.append(
+                partial(
+                    run_replays,
+                    pool,
+                    "s3",
+                    S3Replayer(pool, s3),
+                    owner=f"storage-listener:{os.getpid()}",
+                    poll_interval_s=settings.replay_poll_interval_s,
+                    lease_s=settings.lease_s,
+                )
+            )
             targets = storage.poll_targets
             if targets:
-                s3 = await stack.enter_async_context(aws.client("s3", aws.s3_options(settings)))
                 state = health.add(
                     "poll",
                     f"listing {', '.join(map(str, targets))} every {storage.poll_interval_s:g} s",
