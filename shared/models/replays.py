@@ -11,7 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from shared.models.common import Record, Spec
 
@@ -30,6 +36,24 @@ class ReplayRequest(Spec):
     to: Bound
     mode: ReplayMode = "missing"
     max_events: int | None = Field(default=None, ge=1)
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _check_bound(cls, value: Any) -> Any:
+        # The error is reported under the field's name; the message need not repeat it.
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO-8601 time such as 2026-11-01T00:00:00Z"
+                ) from None
+            if moment.utcoffset() is None:
+                raise ValueError(f"the time must name its zone, e.g. {value}Z")
+            return moment
+        if not isinstance(value, datetime | dict):
+            raise ValueError("must be an ISO-8601 time or a {partition: offset} map")
+        return value
 
     @model_validator(mode="after")
     def _check_range(self) -> ReplayRequest:

@@ -17,9 +17,12 @@ from services.api.app import create_app
 from shared import intake
 from shared.db import connections as connection_repo
 from shared.db import notifications as notification_repo
+from shared.db import replays as replay_repo
+from shared.db import triggers as trigger_repo
 from shared.db.connections import ConnectionSpec
 from shared.models.instances import RunRequest
 from shared.models.notifications import NotifyRule
+from shared.models.replays import ReplayRequest
 from shared.settings import load_settings
 from tests.factories import (
     NOW,
@@ -49,6 +52,7 @@ class Route:
 
 
 MANUAL = {"name": "wf_new", "type": "manual", "nodes": [shell_node("a")]}
+REPLAY_BODY = {"from": {"0": 0}, "to": {"0": 5}}
 MUTATING: tuple[Route, ...] = (
     Route("POST", "/workspaces", "admin", 201, {"name": "made_here"}, root_only=True),
     Route("PUT", "/workspaces/{ws}", "admin", 200, {"parameters": {"k": "v"}}),
@@ -127,6 +131,7 @@ MUTATING: tuple[Route, ...] = (
         202,
         {"rule": {"on": ["failure"], "channel": "webhook", "url": "https://hooks.example.com/x"}},
     ),
+    Route("POST", "/workspaces/{ws}/triggers/seed_t/replay", "operator", 202, REPLAY_BODY),
 )
 HOOK_RULE = NotifyRule(on=["failure"], channel="webhook", url="https://hooks.example.com/x")
 READS: tuple[Route, ...] = tuple(
@@ -151,6 +156,7 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/events/{event}", None),
         ("/workspaces/{ws}/notifications", None),
         ("/workspaces/{ws}/notifications/{notification}", None),
+        ("/workspaces/{ws}/replays/{replay}", None),
     )
 )
 
@@ -162,6 +168,7 @@ class Seed:
     victim_token: int
     event: int
     notification: int
+    replay: int
 
     def fill(self, template: str, ws: str = "default") -> str:
         return template.format(
@@ -171,6 +178,7 @@ class Seed:
             victim_token=self.victim_token,
             event=self.event,
             notification=self.notification,
+            replay=self.replay,
         )
 
 
@@ -200,7 +208,11 @@ async def seed(pool: Pool) -> Seed:
         )
         notification = await notification_repo.enqueue_test(conn, 1, HOOK_RULE)
     [result] = await intake.admit(pool, kafka_event(topic="orders", offset=1))
-    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification)
+    trigger = await trigger_repo.get(pool, 1, "seed_t")
+    replay = await replay_repo.create(
+        pool, 1, trigger.id, "seed_t", "kafka", ReplayRequest.model_validate(REPLAY_BODY), 10
+    )
+    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification, replay.replay_id)
 
 
 async def call(client: httpx.AsyncClient, route: Route, seeded: Seed, ws: str) -> httpx.Response:
@@ -261,7 +273,12 @@ async def test_another_workspace_learns_nothing(api_server: ApiServer, pool: Poo
     exist and objects that do not, on every route."""
     seeded = await seed(pool)
     missing = Seed(
-        waiting=999_999, ended=999_998, victim_token=999_997, event=999_996, notification=999_995
+        waiting=999_999,
+        ended=999_998,
+        victim_token=999_997,
+        event=999_996,
+        notification=999_995,
+        replay=999_994,
     )
     outsider = await make_token(pool, "team_b", "admin")
     async with api_server.client(outsider) as client:
@@ -337,6 +354,7 @@ def _template(path: str) -> str:
         "nodes": "{node}",
         "versions": "{version}",
         "notifications": "{notification_id}",
+        "replays": "{replay_id}",
     }
     out = []
     for i, part in enumerate(parts):
