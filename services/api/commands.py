@@ -942,7 +942,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kind",
         action="append",
         default=[],
-        choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun"),
+        choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun", "replay"),
         help="only instances started this way (repeatable)",
     )
     p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
