@@ -8,14 +8,19 @@ moves the group's committed offsets.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from shared.db import connections
 from shared.db import events as event_repo
 from shared.db import instances as instance_repo
 from shared.db import replays as replay_repo
 from shared.db import triggers as trigger_repo
-from shared.embedded.kafka import EmbeddedKafka
+from shared.embedded.kafka import EmbeddedKafka, create_topics
 from shared.models.replays import ReplayOut, ReplayRequest
 from shared.models.triggers import KafkaTriggerSpec
 from tests.integration.kafka_support import TopicFactory
@@ -29,6 +34,7 @@ from tests.support.kafka_listener import (
     wait_committed,
     wait_events,
 )
+from tests.support.secrets import suite_box
 
 FAST = {"replay_poll_interval_s": 0.05}
 LIVE, MISSED = 5, 3
@@ -170,3 +176,63 @@ async def test_a_partition_the_topic_lacks_fails_naming_it(
     assert out.error is not None and out.error.startswith(
         f"from: topic {topic.name!r} has no partition 7"
     )
+
+
+@pytest.mark.timeout(180)
+async def test_a_trigger_on_a_connection_is_replayed_from_that_cluster(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, tmp_path: Path
+) -> None:
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    async with EmbeddedKafka(log_path=tmp_path / "second.log", stop_timeout_s=0.5) as second:
+        await create_topics(kafka_broker.bootstrap, [topic])
+        await create_topics(second.bootstrap, [topic])
+        spec = connections.ConnectionSpec(
+            name="second", kind="kafka", config={"bootstrap_servers": second.bootstrap}
+        )
+        await connections.upsert(pool, 1, spec, suite_box())
+        await bind(pool, topic, trigger="kt", connection="second")
+        # The same topic name on the default cluster holds other records.
+        await send(kafka_broker, topic, [b'{"here": 1}'] * 5)
+        offsets = await send(second, topic, [b'{"there": 1}', b'{"there": 2}'])
+        now = datetime.now(UTC)
+        async with running_listener(db_url, kafka_broker, settings=FAST):
+            out = await replay(
+                pool,
+                "kt",
+                {"mode": "all", "from": now - timedelta(hours=1), "to": now + timedelta(hours=1)},
+            )
+        assert out.state == "succeeded", out.error
+        assert (out.read, out.admitted) == (2, 2)
+        refs = await pool.fetch("SELECT ref FROM events WHERE replay_id = $1 ORDER BY id", out.id)
+        assert [r["ref"] for r in refs] == [f"second:{topic}/0/{o}" for o in offsets]
+
+
+async def test_a_job_whose_listener_died_is_claimed_again_once_its_lease_ran_out(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    topic = await kafka_topics()
+    await bind(pool, topic.name, trigger="kt")
+    offsets = await send(kafka_broker, topic.name, [b"{}"] * 3)
+    t = await trigger_repo.get(pool, 1, "kt")
+    request = ReplayRequest.model_validate({"from": {0: 0}, "to": {0: offsets[-1] + 1}})
+    accepted = await replay_repo.create(pool, 1, t.id, t.name, "kafka", request, 100)
+    # As a listener that claimed it and was killed an hour ago would have left it.
+    await pool.execute(
+        "UPDATE replays SET state = 'running', claimed_by = 'gone', read = 2, "
+        "heartbeat_at = now() - interval '1 hour' WHERE id = $1",
+        accepted.replay_id,
+    )
+    async with running_listener(db_url, kafka_broker, settings=FAST):
+
+        async def finished() -> ReplayOut | None:
+            out = await replay_repo.get(pool, 1, accepted.replay_id)
+            return out if out.state in ("succeeded", "failed") else None
+
+        out = await eventually(finished)
+    assert (out.state, out.read, out.admitted) == ("succeeded", 3, 3)
+    claimed = await pool.fetchrow(
+        "SELECT claimed_by, attempts FROM replays WHERE id = $1", accepted.replay_id
+    )
+    assert claimed is not None
+    assert claimed["claimed_by"].startswith("kafka-listener:")
+    assert claimed["attempts"] == 1
