@@ -7,6 +7,7 @@ source-specific `carry` function, and hands what it read to `Feed.admit`. Every 
 normal dedup key (`missing`) or the replay's own (`all`), so carrying a job out again after a
 crash or a stop never makes a second instance.
 
+A queued job wakes the listeners with NOTIFY `sluice_replays` (polling is the fallback).
 Progress (counts) and the lease are written after every admitted batch and renewed while the
 source is being read; a listener that stops mid-job hands it back (`pending`), one that dies
 leaves it to be claimed again when its lease runs out.
@@ -20,11 +21,13 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 
 from shared.db import replays as replay_repo
-from shared.db.pool import Executor
+from shared.db.pool import Executor, connect
 from shared.intake import admit_batch
+from shared.lifecycle import wait_any
 from shared.models.events import IncomingEvent, ReplayOrigin
 from shared.models.replays import ReplayJob
 
@@ -79,20 +82,53 @@ async def run_replays(
     owner: str,
     poll_interval_s: float,
     lease_s: float,
+    dsn: str | None = None,
 ) -> None:
-    """Carry out the replays of `source` one at a time until `stop`."""
-    while not stop.is_set():
-        try:
-            job = await replay_repo.claim(pool, source, owner, lease_s)
-        except Exception as exc:
-            # The database is down or restarting: the listener's own loop reports it; retry.
-            log.warning("replay_claim_failed", source=source, error=f"{type(exc).__name__}: {exc}")
-            job = None
-        if job is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_interval_s)
-            continue
-        await _carry_out(pool, job, carry, stop, owner, lease_s)
+    """Carry out the replays of `source` one at a time until `stop`.
+
+    With `dsn`, a new job wakes the loop at once (NOTIFY `sluice_replays` on a connection of its
+    own); `poll_interval_s` is the fallback, and the only wake-up without it.
+    """
+    notified = asyncio.Event()
+    conn: asyncpg.Connection[Any] | None = None
+
+    def wake(*_: object) -> None:
+        notified.set()
+
+    try:
+        while not stop.is_set():
+            if dsn is not None and (conn is None or conn.is_closed()):
+                conn = await _listen(dsn, wake)
+            try:
+                job = await replay_repo.claim(pool, source, owner, lease_s)
+            except Exception as exc:
+                # The database is down or restarting: the listener's own loop reports it; retry.
+                log.warning(
+                    "replay_claim_failed", source=source, error=f"{type(exc).__name__}: {exc}"
+                )
+                job = None
+            if job is None:
+                await wait_any(stop, notified if conn is not None else None, poll_interval_s)
+                continue
+            await _carry_out(pool, job, carry, stop, owner, lease_s)
+    finally:
+        if conn is not None and not conn.is_closed():
+            await conn.close(timeout=5)
+
+
+async def _listen(dsn: str, wake: Callable[..., None]) -> asyncpg.Connection[Any] | None:
+    """A connection listening for new replay jobs, or None (polling only) when it cannot open."""
+    conn: asyncpg.Connection[Any] | None = None
+    try:
+        async with asyncio.timeout(10):
+            conn = await connect(dsn, "sluice-replays-listen")
+            await conn.add_listener(replay_repo.CHANNEL, wake)
+    except Exception as exc:
+        if conn is not None:
+            conn.terminate()
+        log.warning("replay_notifications_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return None
+    return conn
 
 
 async def _carry_out(

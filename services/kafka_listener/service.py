@@ -88,6 +88,7 @@ async def run(
                         owner=f"kafka-listener:{settings.kafka_group_id}:{os.getpid()}",
                         poll_interval_s=settings.replay_poll_interval_s,
                         lease_s=settings.lease_s,
+                        dsn=settings.database_url,
                     )
                 )
         finally:

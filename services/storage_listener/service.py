@@ -109,6 +109,7 @@ async def run(
                     owner=f"storage-listener:{os.getpid()}",
                     poll_interval_s=settings.replay_poll_interval_s,
                     lease_s=settings.lease_s,
+                    dsn=settings.database_url,
                 )
             )
             targets = storage.poll_targets

@@ -12,6 +12,8 @@ from shared.models.events import AdmitResult
 from shared.models.replays import ReplayAccepted, ReplayJob, ReplayOut, ReplayRequest, parse_bound
 
 Q = load(__file__)
+# NOTIFY channel waking the listeners when a replay is queued (payload: its source).
+CHANNEL = "sluice_replays"
 
 
 async def create(
@@ -36,6 +38,7 @@ async def create(
         max_events,
     )
     assert row is not None
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, source)
     return ReplayAccepted(replay_id=row["id"], state=row["state"])
 
 

@@ -37,6 +37,8 @@ from tests.support.kafka_listener import (
 from tests.support.secrets import suite_box
 
 FAST = {"replay_poll_interval_s": 0.05}
+# Replays queued while the listener runs start on NOTIFY, not on this fallback.
+NOTIFIED = {"replay_poll_interval_s": 300}
 LIVE, MISSED = 5, 3
 
 
@@ -80,7 +82,7 @@ async def test_missing_admits_only_unadmitted_records_and_all_reruns_every_recor
     await bind(pool, topic.name, trigger="kt")
     # A second trigger on the topic keeps the group reading it while `kt` is disabled.
     await bind(pool, topic.name, trigger="other")
-    async with running_listener(db_url, kafka_broker, settings=FAST) as listener:
+    async with running_listener(db_url, kafka_broker, settings=NOTIFIED) as listener:
         live = await send(kafka_broker, topic.name, [b'{"n": %d}' % i for i in range(LIVE)])
         await wait_events(pool, LIVE)
         await set_enabled(pool, "kt", False)
