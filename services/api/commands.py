@@ -404,6 +404,8 @@ def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         ("cyctime", "cyctime"),
         ("bizdate", "bizdate"),
         ("event", "event_id"),
+        ("replay", "replay_id"),
+        ("original", "replay_of"),
         ("created", "created_at"),
         ("started", "started_at"),
         ("finished", "finished_at"),
@@ -558,6 +560,8 @@ def _event(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         ("ref", "ref"),
         ("received", "received_at"),
         ("error", "error"),
+        ("replay", "replay_id"),
+        ("original", "replay_of"),
     ):
         if event.get(key) is not None:
             out.write(f"{label + ':':<10} {_cell(event[key])}\n")

@@ -79,6 +79,19 @@ async def test_replay_wait_prints_the_counts_and_the_final_state(
     kinds = await pool.fetch("SELECT kind, count(*) AS n FROM instances GROUP BY kind ORDER BY 1")
     assert [(r["kind"], r["n"]) for r in kinds] == [("replay", 4), ("triggered", 4)]
 
+    # `sluice instance` and `sluice event` name the replay and the original event.
+    row = await pool.fetchrow(
+        "SELECT i.id, e.id AS event_id, e.replay_of FROM instances i "
+        "JOIN events e ON e.id = i.event_id WHERE i.kind = 'replay' ORDER BY i.id LIMIT 1"
+    )
+    assert row is not None and row["replay_of"] is not None
+    instance = await sluice_cli(api_server, "instance", str(row["id"]))
+    assert f"replay:    {shown['id']}\n" in instance.out
+    assert f"original:  {row['replay_of']}\n" in instance.out
+    event = await sluice_cli(api_server, "event", str(row["event_id"]))
+    assert f"original:  {row['replay_of']}\n" in event.out
+    assert f"replay {shown['id']} of event {row['replay_of']}" in event.out
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
