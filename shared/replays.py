@@ -110,7 +110,15 @@ async def run_replays(
             if job is None:
                 await wait_any(stop, notified if conn is not None else None, poll_interval_s)
                 continue
-            await _carry_out(pool, job, carry, stop, owner, lease_s)
+            try:
+                await _carry_out(pool, job, carry, stop, owner, lease_s)
+            except Exception as exc:
+                # Recording the outcome failed (the database went away): the job keeps its lease
+                # and is claimed again once it runs out; the listener itself carries on.
+                log.error(
+                    "replay_not_recorded", replay_id=job.id, error=f"{type(exc).__name__}: {exc}"
+                )
+                await wait_any(stop, None, poll_interval_s)
     finally:
         if conn is not None and not conn.is_closed():
             await conn.close(timeout=5)

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
 from shared.db import replays as replay_repo
 from shared.models.replays import ReplayJob, ReplayOut, ReplayRequest
 from shared.replays import Carry, Feed, ReplayError, run_replays
@@ -149,3 +151,37 @@ async def test_two_loops_carry_out_each_job_once(pool: Pool) -> None:
         for replay_id in ids:
             await state_of(pool, replay_id, "succeeded")
     assert sorted(job for _, job in carried) == ids
+
+
+async def test_an_outcome_that_cannot_be_written_leaves_the_job_to_its_lease(
+    pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replay_id = await queue(pool)
+    calls = 0
+
+    async def loses_the_table_once(job: ReplayJob, feed: Feed) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # As if the database went away between the read and the final write.
+            await pool.execute("ALTER TABLE replays RENAME TO replays_away")
+
+    async with loop(pool, loses_the_table_once) as stop:
+        logged = ""
+
+        async def not_recorded() -> bool | None:
+            nonlocal logged
+            logged += capsys.readouterr().out
+            return True if "replay_not_recorded" in logged else None
+
+        await eventually(not_recorded)
+        await pool.execute("ALTER TABLE replays_away RENAME TO replays")
+        assert (await replay_repo.get(pool, 1, replay_id)).state == "running"
+        # The lease runs out (backdated): the same, still running loop claims it again.
+        await pool.execute(
+            "UPDATE replays SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", replay_id
+        )
+        out = await state_of(pool, replay_id, "succeeded")
+        assert not stop.is_set()
+    assert calls == 2
+    assert out.error is None
