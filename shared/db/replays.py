@@ -49,6 +49,19 @@ async def get(conn: Executor, workspace_id: int, replay_id: int) -> ReplayOut:
     return ReplayOut(**dict(row))
 
 
+async def list_for(
+    conn: Executor,
+    workspace_id: int,
+    *,
+    trigger: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[ReplayOut]:
+    """Newest first; `before_id` is the cursor (the last id of the previous page)."""
+    rows = await conn.fetch(Q["list_replays"], workspace_id, before_id, trigger, limit)
+    return [ReplayOut(**dict(r)) for r in rows]
+
+
 async def claim(conn: Executor, source: str, owner: str, lease_s: float) -> ReplayJob | None:
     """The next job of `source` for `owner`: pending, or running under an expired lease."""
     row = await conn.fetchrow(Q["claim_replay"], source, owner, lease_s)

@@ -40,3 +40,15 @@ WHERE id = $1 AND claimed_by = $2 AND state = 'running';
 -- A listener stopping mid-job hands it back at once instead of waiting out the lease.
 UPDATE replays SET state = 'pending', claimed_by = NULL, heartbeat_at = NULL
 WHERE id = $1 AND claimed_by = $2 AND state = 'running';
+
+-- name: list_replays
+-- Newest first; $2 is the cursor (the last id of the previous page).
+SELECT r.id, w.name AS workspace, r.trigger_name AS trigger, r.source, r.mode,
+       r.range_from AS from_, r.range_to AS to, r.max_events, r.state, r.read, r.admitted,
+       r.duplicate, r.filtered, r.other, r.error, r.created_at, r.started_at, r.finished_at
+FROM replays r JOIN workspaces w ON w.id = r.workspace_id
+WHERE r.workspace_id = $1
+  AND ($2::bigint IS NULL OR r.id < $2)
+  AND ($3::text IS NULL OR r.trigger_name = $3)
+ORDER BY r.id DESC
+LIMIT $4;

@@ -156,6 +156,7 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/events/{event}", None),
         ("/workspaces/{ws}/notifications", None),
         ("/workspaces/{ws}/notifications/{notification}", None),
+        ("/workspaces/{ws}/replays", {"trigger": "seed_t"}),
         ("/workspaces/{ws}/replays/{replay}", None),
     )
 )

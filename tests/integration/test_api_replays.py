@@ -55,6 +55,10 @@ async def test_a_replay_is_queued_and_shown(replay_api: httpx.AsyncClient) -> No
     assert [shown[k] for k in counts] == [0, 0, 0, 0, 0]
     assert (shown["state"], shown["error"]) == ("pending", None)
 
+    listed = (await replay_api.get("/workspaces/default/replays", params={"limit": 1})).json()
+    assert [r["id"] for r in listed["items"]] == [accepted["replay_id"]]
+    assert listed["next_cursor"] is None
+
     by_time = await replay_api.post(
         "/workspaces/default/triggers/files_t/replay",
         json={"from": T0, "to": T1, "max_events": 5},
@@ -112,3 +116,27 @@ async def test_only_kafka_and_s3_triggers_can_be_replayed(replay_api: httpx.Asyn
     )
     assert missing.status_code == 404
     assert (await replay_api.get("/workspaces/default/replays/12345")).status_code == 404
+
+
+async def test_replays_are_listed_newest_first_per_trigger(replay_api: httpx.AsyncClient) -> None:
+    made = []
+    for trigger in ("orders_t", "files_t", "orders_t"):
+        response = await replay_api.post(
+            f"/workspaces/default/triggers/{trigger}/replay", json={"from": T0, "to": T1}
+        )
+        made.append(response.json()["replay_id"])
+    first = (await replay_api.get("/workspaces/default/replays", params={"limit": 2})).json()
+    assert [r["id"] for r in first["items"]] == [made[2], made[1]]
+    rest = (
+        await replay_api.get(
+            "/workspaces/default/replays", params={"limit": 2, "cursor": first["next_cursor"]}
+        )
+    ).json()
+    assert ([r["id"] for r in rest["items"]], rest["next_cursor"]) == ([made[0]], None)
+    orders = (
+        await replay_api.get("/workspaces/default/replays", params={"trigger": "orders_t"})
+    ).json()
+    assert [(r["id"], r["trigger"]) for r in orders["items"]] == [
+        (made[2], "orders_t"),
+        (made[0], "orders_t"),
+    ]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, status
+from fastapi import APIRouter, Body, Depends, Path, Query, status
 
 from services.api.deps import Conn, Operator, Viewer, get_settings
 from services.api.errors import ApiError
+from services.api.pagination import Cursor, Limit, decode_id, page_by_id
+from services.api.schemas import Page
 from shared.db import replays as replay_repo
 from shared.db import triggers as trigger_repo
 from shared.models.replays import ReplayAccepted, ReplayOut, ReplayRequest
@@ -72,6 +74,26 @@ async def request_replay(
     return await replay_repo.create(
         conn, principal.workspace_id, trigger.id, trigger.name, trigger.type, body, max_events
     )
+
+
+@router.get("/workspaces/{ws}/replays", response_model=Page[ReplayOut])
+async def list_replays(
+    principal: Viewer,
+    conn: Conn,
+    trigger: Annotated[str | None, Query(description="replays of this trigger")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[ReplayOut]:
+    """Replays newest first, with their state and counts."""
+    rows = await replay_repo.list_for(
+        conn,
+        principal.workspace_id,
+        trigger=trigger,
+        before_id=decode_id(cursor),
+        limit=limit + 1,
+    )
+    page, nxt = page_by_id(rows, lambda r: r.id, limit)
+    return Page(items=page, next_cursor=nxt)
 
 
 @router.get("/workspaces/{ws}/replays/{replay_id}", response_model=ReplayOut)
