@@ -23,6 +23,8 @@ import asyncpg
 import structlog
 
 from shared import metrics
+from shared.coalesce import coalesce_of
+from shared.db import coalesce_windows
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Invalid
@@ -362,11 +364,15 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
     }
     creations: list[tuple[_Pending, NewInstance]] = []
     lost: list[_Pending] = []
+    joining: list[tuple[_Pending, int]] = []
     for p in pending:
         assert p.key is not None
         hit = won.get((p.trigger.id, p.key))
         if hit is None or hit[1] != p.record.id:
             lost.append(p)
+            continue
+        if coalesce_of(p.trigger.spec) is not None:
+            joining.append((p, hit[0]))
             continue
         for version in p.workflows:
             creations.append(
@@ -399,15 +405,21 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
             )
         else:
             p.outcome.instance_ids.append(made.id)
+    await _coalesce(conn, joining)
     if lost:
         rows = await conn.fetch(
             Q["admitted_instances"], [p.trigger.id for p in lost], [p.key for p in lost]
         )
-        first = {(r["trigger_id"], r["dedup_key"]): r for r in rows}
+        first: dict[tuple[int, str], Any] = {(r["trigger_id"], r["dedup_key"]): r for r in rows}
+        windows = await coalesce_windows.earlier_instances(
+            conn, [(p.trigger.id, p.key) for p in lost if coalesce_of(p.trigger.spec) and p.key]
+        )
         for p in lost:
             assert p.key is not None
             prior = first.get((p.trigger.id, p.key))
             p.outcome.outcome = "duplicate"
+            if prior is not None and (p.trigger.id, p.key) in windows:
+                prior = {**prior, "instance_ids": windows[(p.trigger.id, p.key)]}
             if prior is not None:
                 p.outcome.instance_ids = list(prior["instance_ids"])
                 p.outcome.detail = (
@@ -452,6 +464,34 @@ async def _link_replays(conn: Connection, records: list[_Record], pending: list[
         [r.event.replay.replay_id for r in replayed if r.event.replay is not None],
         [r.replay_of for r in replayed],
     )
+
+
+async def _coalesce(conn: Connection, joining: list[tuple[_Pending, int]]) -> None:
+    """Admissions of triggers with `coalesce` join their workflows' open windows instead of
+    creating instances; the outcome names the instance each window closes into."""
+    items = [
+        coalesce_windows.Joining(
+            trigger_id=p.trigger.id,
+            option=option,
+            version=version,
+            admission_id=admission_id,
+            event_id=p.record.id,
+            message=p.record.event.message,
+        )
+        for p, admission_id in joining
+        if (option := coalesce_of(p.trigger.spec)) is not None
+        for version in p.workflows
+    ]
+    joined = iter(await coalesce_windows.join(conn, items))
+    for p, _ in joining:
+        places = [next(joined) for _ in p.workflows]
+        p.outcome.outcome = "coalesced"
+        p.outcome.instance_ids = [j.instance_id for j in places]
+        p.outcome.detail = "; ".join(
+            f"event {j.seq} of at most {j.max_events} in window {j.window_id} "
+            + ("(closed)" if j.closed else "(the instance is created when the window closes)")
+            for j in places
+        )
 
 
 async def _match_legacy_keys(conn: Connection, pending: list[_Pending]) -> None:

@@ -29,3 +29,6 @@ KAFKA_LAG = Gauge(
     "Consumer lag (cluster: `default` or `<workspace id>/<connection>`)",
     ["topic", "partition", "cluster"],
 )
+COALESCE_WINDOWS = Counter(
+    "sluice_coalesce_windows_total", "Coalescing windows opened and closed", ["action"]
+)

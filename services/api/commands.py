@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
-import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,56 +21,27 @@ from urllib.parse import quote
 
 import yaml
 
-from services.api.client import DEFAULT_URL, Client, ClientError, Unreachable
+from shared.client.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Handler,
+    UsageError,
+    cell,
+    execute,
+    positive_int,
+    print_json,
+    table,
+)
+from shared.client.http import Client, ClientError, Unreachable
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 TRIGGER_TYPES = ("kafka", "s3")
 FINAL_STATES = ("succeeded", "failed", "terminated", "cancelled")
 FINAL_NODE_STATES = frozenset({"succeeded", "failed", "upstream_failed", "terminated", "skipped"})
 WAIT_POLL_S = 1.0
+# Executors carry out requests within about 2 s (NOTIFY, or their poll as the fallback).
+REQUEST_POLL_S = 0.2
+REQUEST_TIMEOUT_S = 30.0
 _PAST = {"freeze": "frozen", "unfreeze": "unfrozen"}
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
-
-
-class UsageError(Exception):
-    """Bad local input (a file, a flag value); exit code 2."""
-
-
-Handler = Callable[[argparse.Namespace, Client, TextIO], int]
-
-
-# --------------------------------------------------------------------------------------------
-# output helpers
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    text = str(value)
-    if isinstance(value, str) and _TIMESTAMP.match(text):
-        # ISO timestamps from the API: seconds are precise enough for a table.
-        text = text[:19].replace("T", " ")
-    return text.replace("\n", " ")
-
-
-def table(rows: Iterable[Sequence[Any]], header: Sequence[str], out: TextIO) -> None:
-    """Print an aligned table; cells are never empty so columns split on whitespace."""
-    cells = [[_cell(c) for c in row] for row in rows]
-    widths = [len(h) for h in header]
-    for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [header, *cells]
-    for line in lines:
-        out.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
-
-
-def _json(value: Any, out: TextIO) -> None:
-    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +169,7 @@ def _apply(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         for warning in warnings:
             sys.stderr.write(f"warning: {kind} {name!r}: {warning}\n")
     if args.json:
-        _json(results, out)
+        print_json(results, out)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -279,7 +248,7 @@ def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     instance_id = accepted["instance_id"]
     if not args.wait:
         if args.json:
-            _json(accepted, out)
+            print_json(accepted, out)
         else:
             out.write(f"instance {instance_id} {accepted['state']}\n")
         return EXIT_OK
@@ -289,7 +258,7 @@ def _run_workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     # With --json stdout carries only the final JSON; progress is for people.
     detail = _wait_final(client, instance_id, args.timeout, None if args.json else out)
     if args.json:
-        _json(detail, out)
+        print_json(detail, out)
         return EXIT_OK if detail["state"] == "succeeded" else EXIT_FAILED
     # The last line stays `instance ID STATE`: scripts read it.
     if detail["state"] != "succeeded":
@@ -366,7 +335,7 @@ def _instances(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     )
     items = page["items"]
     if args.json:
-        _json(items, out)
+        print_json(items, out)
         return EXIT_OK
     table(
         (
@@ -391,7 +360,7 @@ def _instances(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     detail = client.get(client.ws(f"/instances/{args.id}"))
     if args.json:
-        _json(detail, out)
+        print_json(detail, out)
         return EXIT_OK
     for label, key in (
         ("instance", "id"),
@@ -411,7 +380,11 @@ def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         ("finished", "finished_at"),
     ):
         if detail.get(key) is not None:
-            out.write(f"{label + ':':<10} {_cell(detail[key])}\n")
+            out.write(f"{label + ':':<10} {cell(detail[key])}\n")
+    if detail.get("coalesced_events"):
+        ids = detail["coalesced_event_ids"]
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        out.write(f"{'coalesced:':<10} {detail['coalesced_events']} events ({shown})\n")
     if detail.get("parameters"):
         out.write(f"{'params:':<10} {json.dumps(detail['parameters'], ensure_ascii=False)}\n")
     out.write("\n")
@@ -464,10 +437,10 @@ def _outputs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         chosen = [a for a in result["attempts"] if a["attempt"] == args.attempt]
         if not chosen:
             raise ClientError(f"attempt {args.attempt} of node {args.node!r} not found")
-        _json(chosen[0]["outputs"] if not args.json else chosen[0], out)
+        print_json(chosen[0]["outputs"] if not args.json else chosen[0], out)
         return EXIT_OK
     if args.json:
-        _json(result, out)
+        print_json(result, out)
         return EXIT_OK
     if result["attempt"] is None:
         out.write(f"node {result['node']} ({result['state']}): no succeeded attempt yet\n")
@@ -476,7 +449,7 @@ def _outputs(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             f"node {result['node']} ({result['state']}): descendants read attempt "
             f"{result['attempt']}\n"
         )
-        _json(result["outputs"], out)
+        print_json(result["outputs"], out)
     if result["attempts"]:
         out.write("\n")
         rows = []
@@ -492,22 +465,45 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _carried_out(
+    client: Client, instance_id: int, asked: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Wait for an executor to carry out a terminate or rerun request; its final row."""
+    deadline = time.monotonic() + timeout
+    request = asked
+    path = client.ws(f"/instances/{instance_id}/requests/{asked['id']}")
+    while request["state"] == "pending":
+        if time.monotonic() >= deadline:
+            raise ClientError(
+                f"the {request['action']} of instance {instance_id} (request {request['id']}) is "
+                f"still pending after {timeout:g}s: no executor has taken it; is one running? "
+                "It is carried out when one starts."
+            )
+        time.sleep(REQUEST_POLL_S)
+        request = client.get(path)
+    if request["state"] == "failed":
+        raise ClientError(str(request["reason"] or f"the {request['action']} failed"))
+    return request
+
+
 def _terminate(args: argparse.Namespace, client: Client, out: TextIO) -> int:
-    result = client.post(client.ws(f"/instances/{args.id}/terminate"))
+    asked = client.post(client.ws(f"/instances/{args.id}/terminate"))
+    result = _carried_out(client, args.id, asked, args.timeout)
     if args.json:
-        _json(result, out)
+        print_json(result, out)
     else:
-        out.write(f"instance {result['instance_id']} {result['state']}\n")
+        out.write(f"instance {result['instance_id']} {result['instance_state']}\n")
     return EXIT_OK
 
 
 def _rerun(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     mode = "failed" if args.failed else "all"
-    result = client.post(client.ws(f"/instances/{args.id}/rerun"), {"mode": mode})
+    asked = client.post(client.ws(f"/instances/{args.id}/rerun"), {"mode": mode})
+    result = _carried_out(client, args.id, asked, args.timeout)
     if args.json:
-        _json(result, out)
+        print_json(result, out)
     else:
-        out.write(f"instance {result['instance_id']} {result['state']} (rerun {mode})\n")
+        out.write(f"instance {result['instance_id']} {result['instance_state']} (rerun {mode})\n")
     return EXIT_OK
 
 
@@ -528,7 +524,7 @@ def _events(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     )
     items = page["items"]
     if args.json:
-        _json(items, out)
+        print_json(items, out)
         return EXIT_OK
     table(
         (
@@ -551,7 +547,7 @@ def _events(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 def _event(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     event = client.get(client.ws(f"/events/{args.id}"))
     if args.json:
-        _json(event, out)
+        print_json(event, out)
         return EXIT_OK
     for label, key in (
         ("event", "id"),
@@ -564,7 +560,7 @@ def _event(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         ("original", "replay_of"),
     ):
         if event.get(key) is not None:
-            out.write(f"{label + ':':<10} {_cell(event[key])}\n")
+            out.write(f"{label + ':':<10} {cell(event[key])}\n")
     if event.get("payload_truncated"):
         out.write(f"{'payload:':<10} truncated (over 1 MiB)\n")
     out.write("\n")
@@ -588,7 +584,7 @@ def _event(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 def _workflows(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     items = list(client.pages(client.ws("/workflows"), type=args.type))
     if args.json:
-        _json(items, out)
+        print_json(items, out)
         return EXIT_OK
     table(
         (
@@ -612,7 +608,7 @@ def _workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     detail = client.get(client.ws(f"/workflows/{_seg(args.name)}"))
     status = client.get(client.ws(f"/workflows/{_seg(args.name)}/status"))
     if args.json:
-        _json({"workflow": detail, "status": status}, out)
+        print_json({"workflow": detail, "status": status}, out)
         return EXIT_OK
     published = detail["published_version"]
     out.write(f"{'workflow:':<11} {detail['name']} ({detail['type']})\n")
@@ -620,21 +616,27 @@ def _workflow(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         out.write(f"{'trigger:':<11} {detail['trigger']}\n")
     out.write(f"{'versions:':<11} latest v{detail['current_version']}, ")
     out.write(f"published {'v' + str(published) if published else '-'}\n")
-    out.write(f"{'frozen:':<11} {_cell(detail['frozen'])}\n")
+    out.write(f"{'frozen:':<11} {cell(detail['frozen'])}\n")
     counts = ", ".join(f"{k} {v}" for k, v in status["instances"].items())
     out.write(f"{'instances:':<11} {counts}\n")
     nodes = status["nodes"]
     out.write(f"{'nodes:':<11} ready {nodes.get('ready', 0)}, running {nodes.get('running', 0)}\n")
+    queue = status.get("backpressure")
+    if queue:
+        out.write(
+            f"{'queue:':<11} {queue['waiting']} of max_waiting {queue['max_waiting']} waiting "
+            f"({queue['state']})\n"
+        )
     last = status.get("last_instance")
     if last:
-        out.write(f"{'last run:':<11} {last['id']} {last['state']} ({_cell(last['created_at'])})\n")
+        out.write(f"{'last run:':<11} {last['id']} {last['state']} ({cell(last['created_at'])})\n")
     return EXIT_OK
 
 
 def _triggers(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     items = list(client.pages(client.ws("/triggers")))
     if args.json:
-        _json(items, out)
+        print_json(items, out)
         return EXIT_OK
     table(
         (
@@ -661,7 +663,7 @@ def _workflow_state_change(action: str) -> Handler:
         body = {"version": args.version} if getattr(args, "version", None) else None
         result = client.post(client.ws(f"/workflows/{_seg(args.name)}/{action}"), body)
         if args.json:
-            _json(result, out)
+            print_json(result, out)
         elif action == "publish":
             out.write(f"workflow/{result['name']} published (v{result['published_version']})\n")
         else:
@@ -674,7 +676,7 @@ def _workflow_state_change(action: str) -> Handler:
 def _diff(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     result = client.get(client.ws(f"/workflows/{_seg(args.name)}/versions/{args.a}/diff/{args.b}"))
     if args.json:
-        _json(result, out)
+        print_json(result, out)
     else:
         out.write(result["unified"] or f"v{args.a} and v{args.b} are identical\n")
     return EXIT_OK
@@ -683,7 +685,7 @@ def _diff(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 def _delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     client.delete(client.ws(f"/{args.kind}s/{_seg(args.name)}"))
     if args.json:
-        _json({"kind": args.kind, "name": args.name, "deleted": True}, out)
+        print_json({"kind": args.kind, "name": args.name, "deleted": True}, out)
     else:
         out.write(f"{args.kind}/{args.name} deleted\n")
     return EXIT_OK
@@ -749,7 +751,7 @@ def _connection_create(args: argparse.Namespace, client: Client, out: TextIO) ->
         body["secrets"] = secrets
     saved = client.put(client.ws(f"/connections/{_seg(args.name)}"), body)
     if args.json:
-        _json(saved, out)
+        print_json(saved, out)
         return EXIT_OK
     keys = ", ".join(saved["connection"]["secret_keys"]) or "none"
     action = "created" if saved["created"] else "updated"
@@ -760,7 +762,7 @@ def _connection_create(args: argparse.Namespace, client: Client, out: TextIO) ->
 def _connection_list(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     items = list(client.pages(client.ws("/connections")))
     if args.json:
-        _json(items, out)
+        print_json(items, out)
         return EXIT_OK
     table(
         (
@@ -782,7 +784,7 @@ def _connection_list(args: argparse.Namespace, client: Client, out: TextIO) -> i
 def _connection_delete(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     client.delete(client.ws(f"/connections/{_seg(args.name)}"))
     if args.json:
-        _json({"kind": "connection", "name": args.name, "deleted": True}, out)
+        print_json({"kind": "connection", "name": args.name, "deleted": True}, out)
     else:
         out.write(f"connection/{args.name} deleted\n")
     return EXIT_OK
@@ -848,39 +850,6 @@ def _register_connections(
 # wiring
 
 
-def execute(handler: Handler, args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run one command with a client from the environment; errors become one stderr line."""
-    url = os.environ.get("SLUICE_API_URL") or DEFAULT_URL
-    token = os.environ.get("SLUICE_TOKEN")
-    workspace = args.workspace or os.environ.get("SLUICE_WORKSPACE") or "default"
-    stream = out or sys.stdout
-    try:
-        with Client(url, token, workspace) as client:
-            return handler(args, client, stream)
-    except Unreachable as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_UNREACHABLE
-    except ClientError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_FAILED
-    except UsageError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USAGE
-    except BrokenPipeError:
-        # `sluice logs ... | head`: the reader left; that is not an error of ours.
-        return EXIT_OK
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client commands to the `sluice` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -920,7 +889,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--bizdate", metavar="YYYYMMDD", help="business date override (20260309 or 2026-03-09)"
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--version", type=_positive_int, help="run this version")
+    which.add_argument("--version", type=positive_int, help="run this version")
     which.add_argument("--draft", action="store_true", help="run the latest, unpublished version")
     p.add_argument(
         "--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded"
@@ -949,31 +918,45 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun", "replay"),
         help="only instances started this way (repeatable)",
     )
-    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
+    p.add_argument("--limit", type=positive_int, default=50, help="at most N (default 50)")
 
     p = add("instance", _instance, "show an instance with its nodes and attempts")
-    p.add_argument("id", type=_positive_int, help="instance id")
+    p.add_argument("id", type=positive_int, help="instance id")
 
     p = add("logs", _logs, "print a node attempt's log")
-    p.add_argument("instance", type=_positive_int, help="instance id")
+    p.add_argument("instance", type=positive_int, help="instance id")
     p.add_argument("node", help="node name")
-    p.add_argument("--attempt", type=_positive_int, help="default: the latest attempt")
+    p.add_argument("--attempt", type=positive_int, help="default: the latest attempt")
     p.add_argument("-f", "--follow", action="store_true", help="stream until the attempt ends")
 
     p = add("outputs", _outputs, "show a node's outputs and those of each of its attempts")
-    p.add_argument("instance", type=_positive_int, help="instance id")
+    p.add_argument("instance", type=positive_int, help="instance id")
     p.add_argument("node", help="node name")
-    p.add_argument("--attempt", type=_positive_int, help="print only this attempt's outputs")
+    p.add_argument("--attempt", type=positive_int, help="print only this attempt's outputs")
 
-    p = add("terminate", _terminate, "kill a running instance")
-    p.add_argument("id", type=_positive_int, help="instance id")
+    p = add("terminate", _terminate, "kill a running instance (waits for an executor to do it)")
+    p.add_argument("id", type=positive_int, help="instance id")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_S,
+        help=f"give up waiting for an executor after SECONDS (default {REQUEST_TIMEOUT_S:g})",
+        metavar="SECONDS",
+    )
 
     p = add("rerun", _rerun, "run an instance again (all nodes, or only failed ones)")
-    p.add_argument("id", type=_positive_int, help="instance id")
+    p.add_argument("id", type=positive_int, help="instance id")
     p.add_argument(
         "--failed",
         action="store_true",
         help="rerun only failed, upstream_failed and terminated nodes",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_S,
+        help=f"give up waiting for an executor after SECONDS (default {REQUEST_TIMEOUT_S:g})",
+        metavar="SECONDS",
     )
 
     p = add("events", _events, "list received events with their per-trigger outcomes")
@@ -992,12 +975,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "no_trigger",
             "no_workflow",
             "disabled",
+            "coalesced",
         ),
     )
-    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
+    p.add_argument("--limit", type=positive_int, default=50, help="at most N (default 50)")
 
     p = add("event", _event, "show why an event did or did not start runs")
-    p.add_argument("id", type=_positive_int, help="event id")
+    p.add_argument("id", type=positive_int, help="event id")
 
     p = add("workflows", _workflows, "list workflows")
     p.add_argument(
@@ -1011,7 +995,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = add("publish", _workflow_state_change("publish"), "publish a workflow version")
     p.add_argument("name", help="workflow name")
-    p.add_argument("--version", type=_positive_int, help="default: the latest version")
+    p.add_argument("--version", type=positive_int, help="default: the latest version")
 
     p = add(
         "freeze", _workflow_state_change("freeze"), "stop schedules and triggers from running it"
@@ -1024,8 +1008,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = add("diff", _diff, "show what changed between two versions of a workflow")
     p.add_argument("name", help="workflow name")
-    p.add_argument("a", type=_positive_int, help="the older version number")
-    p.add_argument("b", type=_positive_int, help="the newer version number")
+    p.add_argument("a", type=positive_int, help="the older version number")
+    p.add_argument("b", type=positive_int, help="the newer version number")
 
     _register_connections(subparsers, common)
 

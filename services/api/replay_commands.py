@@ -9,14 +9,20 @@ exits 1 unless it succeeded. Same environment and exit codes as the other client
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from services.api.client import Client, ClientError
-from services.api.commands import EXIT_FAILED, EXIT_OK, UsageError, execute
+from shared.client.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    execute,
+    positive_int,
+    print_json,
+)
+from shared.client.http import Client, ClientError
 
 WAIT_POLL_S = 0.5
 FINAL = ("succeeded", "failed")
@@ -56,7 +62,7 @@ def _replay(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     replay_id = accepted["replay_id"]
     if not args.wait:
         if args.json:
-            out.write(_dump(accepted))
+            print_json(accepted, out)
         else:
             out.write(f"replay {replay_id} {accepted['state']}\n")
         return EXIT_OK
@@ -65,7 +71,7 @@ def _replay(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         out.flush()
     replay = _wait(client, replay_id, args.timeout, None if args.json else out)
     if args.json:
-        out.write(_dump(replay))
+        print_json(replay, out)
     else:
         if replay["error"]:
             out.write(f"replay {replay_id}: {replay['error']}\n")
@@ -93,20 +99,6 @@ def _wait(
         time.sleep(WAIT_POLL_S)
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `sluice replay` to the `sluice` parser."""
     summary = "re-admit what a Kafka topic or S3 bucket held in a range, for one trigger"
@@ -131,7 +123,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="missing",
         help="missing (default): only records never admitted; all: run every record again",
     )
-    p.add_argument("--max-events", type=_positive, help="fail if the range holds more records")
+    p.add_argument("--max-events", type=positive_int, help="fail if the range holds more records")
     p.add_argument(
         "--wait", action="store_true", help="follow the replay; exit 1 unless it succeeded"
     )

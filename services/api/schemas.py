@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.backpressure import WorkflowBackpressure
 from shared.db.connections import ConnectionOut
 from shared.db.tokens import Role, TokenOut
 from shared.db.workspaces import WorkspaceOut
@@ -148,13 +149,6 @@ class RerunRequest(Spec):
     mode: Literal["all", "failed"] = "all"
 
 
-class InstanceAction(Record):
-    """What rerun and terminate answer: the instance to watch and its state right now."""
-
-    instance_id: int
-    state: InstanceState
-
-
 class InstanceSummary(Record):
     id: int
     workflow: str
@@ -199,6 +193,11 @@ class WorkflowStatus(Record):
     last_instance: LastInstance | None
     last_succeeded_at: datetime | None
     last_failed_at: datetime | None
+    backpressure: WorkflowBackpressure | None = Field(
+        default=None,
+        description="waiting instances against policy.max_waiting of the published version "
+        "(null without a bound); state holding: the sources hold its events back",
+    )
 
 
 class Change(Record):

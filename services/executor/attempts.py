@@ -28,6 +28,7 @@ from services.executor.prepare import (
 from services.executor.runners import check, python, shell, sql, sync
 from services.executor.runners.base import AttemptContext, Runner, RunnerServices, RunResult
 from shared import metrics
+from shared.db.coalesce_windows import instance_messages
 from shared.db.queries import load
 
 Q = load(__file__)
@@ -106,11 +107,8 @@ def _note_exit(buffer: LogBuffer, result: RunResult) -> None:
     buffer.note(f"killed by {name} (exit status {code})" if name else f"exit code {code}")
 
 
-def _reads_outputs(node: AnyNode, att: RunningAttempt) -> bool:
-    """Whether the attempt may reference `${nodes...}`: only then are ancestors' outputs read
-    (a root has none)."""
-    if att.claimed.is_root:
-        return False
+def _texts(node: AnyNode, att: RunningAttempt) -> list[str]:
+    """Node code and every string parameter the attempt resolves: where references can be."""
     c = att.claimed
     layers = (
         node.parameters,
@@ -118,8 +116,23 @@ def _reads_outputs(node: AnyNode, att: RunningAttempt) -> bool:
         c.parameters,
         c.workspace_parameters,
     )
-    texts = [node_code(node), *(v for p in layers for v in p.values() if isinstance(v, str))]
-    return any("${nodes" in text for text in texts)
+    return [node_code(node), *(v for p in layers for v in p.values() if isinstance(v, str))]
+
+
+def _reads_outputs(node: AnyNode, att: RunningAttempt) -> bool:
+    """Whether the attempt may reference `${nodes...}`: only then are ancestors' outputs read
+    (a root has none)."""
+    if att.claimed.is_root:
+        return False
+    return any("${nodes" in text for text in _texts(node, att))
+
+
+def _reads_messages(node: AnyNode, att: RunningAttempt) -> bool:
+    """Whether the attempt may reference `${workflow.triggerMessages...}`: a coalesced instance's
+    messages (up to `max_events` of them) are read only then."""
+    if att.claimed.kind != "triggered":
+        return False
+    return any("workflow.triggerMessages" in text for text in _texts(node, att))
 
 
 async def _ancestor_outputs(att: RunningAttempt, services: RunnerServices) -> dict[str, Any]:
@@ -135,8 +148,11 @@ async def _run(att: RunningAttempt, services: RunnerServices) -> RunResult:
         att.log.note("node is not in its workflow version")
         return RunResult(ok=False, reason="error")
     outputs = await _ancestor_outputs(att, services) if _reads_outputs(node, att) else None
+    messages = None
+    if _reads_messages(node, att):
+        messages = await instance_messages(services.pool, att.claimed.instance_id)
     try:
-        prepared = prepare(node, att.claimed, att.claimed.attempt, att.context, outputs)
+        prepared = prepare(node, att.claimed, att.claimed.attempt, att.context, outputs, messages)
     except PrepareError as exc:
         # A missing path or an unbindable value fails the node, naming it: never "".
         att.log.note(f"parameters: {exc}")

@@ -1,8 +1,9 @@
-"""Attempt logs: captured output buffered per attempt, shipped in batches, read back by the API.
+"""Attempt logs: captured output buffered per attempt and shipped in batches.
 
 Output is stored in `attempt_logs` while the attempt runs (readable before it ends), in chunks
 numbered from 1 per attempt. Each attempt's log is capped; the byte that crosses the cap is
-replaced by a visible truncation marker and the rest is counted, not stored.
+replaced by a visible truncation marker and the rest is counted, not stored. Reading them back
+is `shared.operations.logs`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import codecs
 from dataclasses import dataclass
 from uuid import UUID
 
-from shared.db.errors import NotFound
 from shared.db.pool import Executor
 from shared.db.queries import load
-from shared.models.instances import FINAL_NODE_STATES
 
 Q = load(__file__)
 
@@ -129,37 +128,3 @@ async def write_chunks(conn: Executor, chunks: list[LogChunk]) -> set[int]:
         [c.data for c in chunks],
     )
     return {int(r["attempt_id"]) for r in rows}
-
-
-async def read_log(
-    conn: Executor,
-    ws_id: int,
-    instance_id: int,
-    node_name: str,
-    attempt: int | None,
-    after_seq: int = 0,
-    *,
-    limit: int = 1000,
-) -> tuple[list[tuple[int, str]], bool]:
-    """Chunks of one attempt's log after `after_seq`, and whether the log is complete.
-
-    `attempt=None` reads the latest attempt. `finished` is true once the attempt has ended and
-    every chunk up to its last has been returned (a follower can stop); a node that never ran and
-    never will (e.g. `upstream_failed`) is finished with no chunks. Raises NotFound naming the
-    instance, node or attempt that does not exist in this workspace.
-    """
-    target = await conn.fetchrow(Q["log_target"], instance_id, ws_id, node_name, attempt)
-    if target is None:
-        raise NotFound("instance", instance_id)
-    if target["node_id"] is None:
-        raise NotFound("node", node_name)
-    if target["attempt_id"] is None:
-        if attempt is not None:
-            raise NotFound("attempt", attempt)
-        return [], target["node_state"] in FINAL_NODE_STATES
-    # The state is read before the chunks: once it is final, every chunk is already committed
-    # (the last ones are written in the same transaction that ends the attempt).
-    ended = target["attempt_state"] != "running"
-    rows = await conn.fetch(Q["log_chunks"], target["attempt_id"], after_seq, limit + 1)
-    chunks = [(int(r["seq"]), str(r["data"])) for r in rows[:limit]]
-    return chunks, ended and len(rows) <= limit

@@ -4,12 +4,10 @@
   then the nodes whose upstream all succeeded become ready.
 - `finish_attempts`: the end of attempts (fenced by lease token), retries, DAG readiness,
   `upstream_failed` propagation, instance completion, in one transaction per batch.
-- `terminate_instance`, `rerun_instance`: the O&M operations the API calls.
 
 Every transition of an instance's nodes first locks the instance row, so concurrent finishes of
 two upstream nodes see each other before deciding whether their successor is ready. Channels:
-`sluice_nodes` (nodes became ready or slots freed), `sluice_instances` (instances queued or
-finished), `sluice_terminate` (payload: instance id; executors kill its attempts).
+`shared.db.channels`. Terminate and rerun are in `shared.operations.instances`.
 """
 
 from __future__ import annotations
@@ -22,18 +20,13 @@ from uuid import UUID
 
 from services.executor.claims import ADMISSION_LOCK
 from services.executor.logs import LogChunk, write_chunks
-from shared.db.errors import Conflict, Invalid, NotFound
+from shared.db.channels import INSTANCES_CHANNEL, NODES_CHANNEL
 from shared.db.notifications import enqueue_instance_events, enqueue_node_events
 from shared.db.pool import Connection
 from shared.db.queries import load
-from shared.models.instances import FINAL_INSTANCE_STATES
 from shared.models.notifications import finish_events
 
 Q = load(__file__)
-
-NODES_CHANNEL = "sluice_nodes"
-INSTANCES_CHANNEL = "sluice_instances"
-TERMINATE_CHANNEL = "sluice_terminate"
 
 Row = Mapping[str, Any]
 FinishOutcome = Literal["succeeded", "failed", "lost", "released"]
@@ -145,50 +138,3 @@ async def finish_attempts(
         completed=completed,
         admission_due=admission_due,
     )
-
-
-async def terminate_instance(conn: Connection, ws_id: int, instance_id: int) -> None:
-    """Terminate an instance: unfinished nodes and running attempts become `terminated`.
-
-    Executors running its attempts learn of it through NOTIFY `sluice_terminate` (their lease
-    renewal is the fallback) and kill the process groups. Raises NotFound when the instance is
-    not in this workspace, Conflict when it has already ended.
-    """
-    async with conn.transaction():
-        row = await conn.fetchrow(Q["lock_instance"], instance_id, ws_id)
-        if row is None:
-            raise NotFound("instance", instance_id)
-        if row["state"] in FINAL_INSTANCE_STATES:
-            raise Conflict(f"instance {instance_id} has already ended ({row['state']})")
-        nodes = await conn.fetch(Q["terminate_nodes"], instance_id)
-        await conn.fetch(Q["terminate_attempts"], instance_id)
-        await conn.fetch(Q["terminate_instance"], instance_id, "terminated by request")
-        await enqueue_node_events(conn, [(int(r["id"]), "terminated", None) for r in nodes])
-        await enqueue_instance_events(conn, [(instance_id, "terminated")])
-        await conn.execute(Q["notify"], TERMINATE_CHANNEL, str(instance_id))
-        await conn.execute(Q["notify"], INSTANCES_CHANNEL, "")
-        await conn.execute(Q["notify"], NODES_CHANNEL, "")
-
-
-async def rerun_instance(conn: Connection, ws_id: int, instance_id: int, mode: str) -> int:
-    """Run an ended instance again, in place; returns its id.
-
-    `all` gives every node a new attempt; `failed` only the failed, upstream_failed and
-    terminated nodes (succeeded nodes keep their result). Earlier attempts and their logs stay.
-    The instance goes back to `waiting` and is admitted under the workflow's limits like any
-    other. Raises NotFound, Conflict (still active, or nothing to rerun), Invalid (bad mode).
-    """
-    if mode not in ("all", "failed"):
-        raise Invalid("mode", f"must be 'all' or 'failed', got {mode!r}")
-    async with conn.transaction():
-        row = await conn.fetchrow(Q["lock_instance"], instance_id, ws_id)
-        if row is None:
-            raise NotFound("instance", instance_id)
-        if row["state"] not in FINAL_INSTANCE_STATES:
-            raise Conflict(f"instance {instance_id} is still {row['state']}")
-        reset = await conn.fetch(Q["reset_nodes"], instance_id, mode)
-        if not reset:
-            raise Conflict(f"instance {instance_id} has no failed nodes to rerun")
-        await conn.fetch(Q["requeue_instance"], instance_id, f"rerun ({mode})")
-        await conn.execute(Q["notify"], INSTANCES_CHANNEL, "")
-    return instance_id

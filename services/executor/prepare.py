@@ -95,8 +95,10 @@ def resolve(
     instance: ClaimedNode,
     context: WorkflowContext,
     outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    trigger_messages: list[Any] | None = None,
 ) -> Resolution:
-    """Resolve every parameter and built-in of this attempt (`outputs`: the ancestors')."""
+    """Resolve every parameter and built-in of this attempt (`outputs`: the ancestors';
+    `trigger_messages`: a coalesced instance's messages)."""
     workflow_type = instance.workflow_type
     inp = ResolutionInput(
         workflow_type=workflow_type,  # type: ignore[arg-type]
@@ -112,6 +114,7 @@ def resolve(
         node_params=node.parameters,
         runtime_params=instance.parameters,
         trigger_message=instance.trigger_message,
+        trigger_messages=trigger_messages,
         node_outputs=outputs or {},
     )
     return resolve_parameters(inp)
@@ -123,9 +126,11 @@ def prepare(
     attempt: int,
     context: WorkflowContext | None = None,
     outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    trigger_messages: list[Any] | None = None,
 ) -> Prepared:
     """The bound code, environment and files of one attempt of `node` in `instance`;
-    `outputs` maps each ancestor to its outputs (`${nodes.<node>.outputs...}`).
+    `outputs` maps each ancestor to its outputs (`${nodes.<node>.outputs...}`),
+    `trigger_messages` is `${workflow.triggerMessages}` of a coalesced instance.
 
     Raises PrepareError naming the parameter or path that does not resolve.
     """
@@ -138,7 +143,7 @@ def prepare(
     }
     files = {TRIGGER_MESSAGE_VAR: json.dumps(instance.trigger_message, ensure_ascii=False)}
     try:
-        resolution = resolve(node, instance, context, outputs)
+        resolution = resolve(node, instance, context, outputs, trigger_messages)
         for name, value in resolution.values.items():
             if len(value) > _MAX_ENV_VALUE or "\x00" in value:
                 files[env_name(name) + "_FILE"] = value

@@ -7,7 +7,9 @@ One asyncio process runs many attempts at once. Its loops, supervised in one Tas
 - renewal: extends leases every lease/3, kills attempts whose lease was lost, and kills all of
   them when it could not renew for half a lease (self-fencing);
 - sweeper: re-queues attempts whose lease expired on any executor (reason `lost`);
-- listener: a dedicated LISTEN connection; `sluice_terminate` kills an instance's attempts.
+- listener: a dedicated LISTEN connection; `sluice_terminate` kills an instance's attempts;
+- requests: carries out the terminate and rerun requests the API records (requests.py), woken
+  by NOTIFY `sluice_requests` with a polling fallback.
 
 Contracts 4-5 hold in the database, not here: every write of a running attempt is
 fenced by its lease token, and limits are decided inside the admission and claim statements.
@@ -41,14 +43,9 @@ from services.executor.leases import (
     sweep_expired,
 )
 from services.executor.logs import LogBuffer
-from services.executor.operations import (
-    INSTANCES_CHANNEL,
-    NODES_CHANNEL,
-    TERMINATE_CHANNEL,
-    FinishResult,
-    promote_instances,
-)
+from services.executor.operations import FinishResult, promote_instances
 from services.executor.prepare import AnyNode, WorkflowContext
+from services.executor.requests import carry_out
 from services.executor.runners.base import RunnerServices
 from services.executor.runners.process import run_process
 from services.executor.sandbox import NodeUser, make_non_dumpable, node_user, strip_secrets
@@ -56,6 +53,12 @@ from services.executor.wake import first_set
 from services.executor.writer import Writer
 from shared import metrics
 from shared.db import connections
+from shared.db.channels import (
+    INSTANCES_CHANNEL,
+    NODES_CHANNEL,
+    REQUESTS_CHANNEL,
+    TERMINATE_CHANNEL,
+)
 from shared.db.pool import connect, create_pool
 from shared.models.workflows import WorkflowSpec
 from shared.settings import Settings
@@ -88,6 +91,8 @@ class Executor:
         self._contexts: dict[tuple[int, int], WorkflowContext] = {}
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
+        # Set by NOTIFY `sluice_requests`; the loop also polls, so a missed NOTIFY only delays.
+        self._requests_due = asyncio.Event()
         self._admission_due = True
         self._last_renewed = time.monotonic()
         # When terminate NOTIFYs arrived (instance id -> monotonic time): a claim that raced one
@@ -105,6 +110,7 @@ class Executor:
                 group.create_task(self._writer.run(self._closing), name="executor-writer")
                 group.create_task(self._renew_loop(), name="executor-renew")
                 group.create_task(self._sweep_loop(), name="executor-sweep")
+                group.create_task(self._requests_loop(), name="executor-requests")
                 await self._dispatch(stop)
                 await self._drain()
                 self._closing.set()
@@ -323,6 +329,20 @@ class Executor:
                     self._on_result(result)
             await first_set(self._closing, wait_s=self.config.sweep_every_s)
 
+    async def _requests_loop(self) -> None:
+        # Runs until closing, not until stop: a terminate asked for while attempts drain must
+        # still kill them.
+        while not self._closing.is_set():
+            self._requests_due.clear()
+            try:
+                async with self._pool.acquire() as conn:
+                    await carry_out(conn)
+            except TRANSIENT as exc:
+                log.warning("requests_failed", error=str(exc))
+                await first_set(self._closing, wait_s=_BACKOFF_S)
+                continue
+            await first_set(self._closing, self._requests_due, wait_s=self.config.poll_interval_s)
+
     # -- notifications --------------------------------------------------------------------
 
     def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
@@ -339,6 +359,9 @@ class Executor:
                 if att.claimed.instance_id == instance_id:
                     att.stop("terminated")
             return
+        if channel == REQUESTS_CHANNEL:
+            self._requests_due.set()
+            return
         if channel == INSTANCES_CHANNEL:
             self._admission_due = True
         self._wake.set()
@@ -354,11 +377,17 @@ class Executor:
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             try:
-                for channel in (INSTANCES_CHANNEL, NODES_CHANNEL, TERMINATE_CHANNEL):
+                for channel in (
+                    INSTANCES_CHANNEL,
+                    NODES_CHANNEL,
+                    TERMINATE_CHANNEL,
+                    REQUESTS_CHANNEL,
+                ):
                     await conn.add_listener(channel, self._on_notify)
                 # Whatever was announced while not listening is picked up now.
                 self._admission_due = True
                 self._wake.set()
+                self._requests_due.set()
                 await first_set(self._closing, lost)
             except TRANSIENT as exc:
                 log.warning("listen_failed", error=str(exc))

@@ -21,6 +21,7 @@ import structlog
 
 from services.kafka_listener.records import decoder
 from services.kafka_listener.subscriptions import Wanted
+from shared.backpressure import Backpressure
 from shared.db import connections
 from shared.db.errors import NotFound
 from shared.db.pool import Executor
@@ -28,12 +29,16 @@ from shared.intake import admit_batch
 from shared.kafka.cluster import KafkaConnectionError, cluster_label, connection_settings
 from shared.kafka.config import ListenerSettings
 from shared.kafka.member import KafkaListener
-from shared.kafka.state import READINESS_COMPONENT
+from shared.kafka.state import READINESS_COMPONENT, TopicHolds
 from shared.probes import READINESS
 from shared.secret_box import SecretBox
 from shared.settings import KafkaSettings
 
 log = structlog.get_logger("sluice.kafka_listener")
+
+BACKPRESSURE_COMPONENT = "backpressure"
+"""The `/readyz` component naming the triggers held back and why (always ready: holding back
+is the listener doing its job)."""
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Clusters:
         self._stopping = False
         self._broken: set[str] = set()
         """Clusters whose connection could not be used at the last refresh."""
+        self._backpressure = Backpressure("kafka-listener", on_change=_report_backpressure)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the members until ``stop``; then each admits and commits what it fetched."""
@@ -114,6 +120,7 @@ class Clusters:
             partial(admit_batch, self._pool),
             decoder(self._config.max_message_bytes, cluster),
             cluster=cluster,
+            hold_topics=partial(self._topic_holds, cluster),
         )
         member = _Member(listener, settings)
         member.task = self._group.create_task(member.listener.run(member.stop))
@@ -121,6 +128,16 @@ class Clusters:
         if cluster is not None:
             log.info("kafka_cluster_started", cluster=cluster_label(cluster))
         return member
+
+    async def _topic_holds(self, cluster: str | None) -> TopicHolds:
+        """Backpressure for one member's topics: the counts read once per batch (see
+        ``Backpressure.refresh`` for when no workflow is bounded)."""
+        gate = self._backpressure
+        await gate.refresh(self._pool)
+        return TopicHolds(
+            held=frozenset(gate.held_topics(cluster)),
+            bounded=frozenset(gate.bounded_topics(cluster)),
+        )
 
     async def _stop(self, cluster: str) -> None:
         member = self._members.pop(cluster)
@@ -155,6 +172,10 @@ class Clusters:
             return None
         self._broken.discard(cluster)
         return settings
+
+
+def _report_backpressure(gate: Backpressure) -> None:
+    READINESS.set(BACKPRESSURE_COMPONENT, True, gate.describe())
 
 
 def _component(cluster: str) -> str:

@@ -1,6 +1,6 @@
 """`sluice notifications`: list the notification outbox, or send a test message through a rule.
 
-Same conventions as the other client commands (`services.api.commands`): SLUICE_API_URL,
+Same conventions as the other client commands (`shared.client.commands`): SLUICE_API_URL,
 SLUICE_TOKEN, `--workspace`/SLUICE_WORKSPACE, `--json`, exit codes 0 / 1 refused / 2 bad input /
 3 unreachable.
 """
@@ -15,8 +15,8 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from services.api.client import Client
-from services.api.commands import UsageError, execute, table
+from shared.client.commands import UsageError, execute, table
+from shared.client.http import Client
 from shared.models.notifications import NotifyRule
 
 STATES = ("pending", "sent", "dead")

@@ -1,6 +1,6 @@
 """`sluice backfill`: ask the API for a backfill of a workflow over an interval.
 
-Same conventions as the other client commands (`services.api.commands`): SLUICE_API_URL,
+Same conventions as the other client commands (`shared.client.commands`): SLUICE_API_URL,
 SLUICE_TOKEN, `--workspace`/SLUICE_WORKSPACE, `--json`, exit codes 0 / 1 refused / 2 bad input /
 3 unreachable.
 """
@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from services.api.client import Client
-from services.api.commands import UsageError, execute
+from shared.client.commands import UsageError, execute
+from shared.client.http import Client
 from shared.models.backfills import BackfillGroupOut, BackfillOut, BackfillRequest
 from shared.models.common import PRIORITIES
 

@@ -27,14 +27,8 @@ import structlog
 from services.scheduler import metrics as scheduler_metrics
 from services.scheduler.completions import serve_finishes
 from services.scheduler.releases import serve_releases
-from services.scheduler.ticks import (
-    MISFIRE_GRACE,
-    RUN_ALL_CAP,
-    Tick,
-    bizdate_of,
-    decide,
-    schedule_run_key,
-)
+from services.scheduler.ticks import MISFIRE_GRACE, RUN_ALL_CAP, Tick, decide
+from services.scheduler.windows import serve_windows
 from shared import metrics
 from shared.db import events as event_repo
 from shared.db import idempotency_keys
@@ -42,6 +36,7 @@ from shared.db import workflows as workflow_repo
 from shared.db.instances import Created, NewInstance, create_instances
 from shared.db.pool import connect, create_pool
 from shared.db.queries import load
+from shared.fire_times import bizdate_of, schedule_run_key
 from shared.lifecycle import wait_any
 from shared.models.workflows import Schedule
 from shared.settings import Settings
@@ -361,6 +356,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 serve_finishes(pool, settings.database_url, stop, poll_s=settings.poll_interval_s)
             )
             group.create_task(serve_releases(pool, stop, poll_s=settings.poll_interval_s))
+            group.create_task(serve_windows(pool, stop, poll_s=settings.poll_interval_s))
             serve = scheduler.serve(
                 stop, clock=clock, poll_s=settings.poll_interval_s, notified=notified
             )

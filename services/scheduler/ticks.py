@@ -1,4 +1,4 @@
-"""What a schedule owes right now, and which fire times a backfill covers.
+"""What a schedule owes right now.
 
 Pure: no clock is read and nothing is stored; the scheduler passes `now` and the schedule's
 bookkeeping (`schedule_state`) in and writes the answer back in one transaction.
@@ -22,28 +22,20 @@ times in ``(since, now]`` and moves the watermark to `now`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 from shared.cron import fires_between, latest_fire_at_or_before, next_fire
-from shared.models.workflows import Schedule, WorkflowSpec
+from shared.models.workflows import Schedule
 
 __all__ = [
-    "DAILY",
     "MISFIRE_GRACE",
     "RUN_ALL_CAP",
     "Tick",
-    "backfill_run_key",
-    "backfill_times",
-    "bizdate_of",
     "decide",
-    "schedule_run_key",
 ]
 
 MISFIRE_GRACE = timedelta(seconds=60)
 RUN_ALL_CAP = 1000
-# What a backfill of a workflow without a schedule runs: once per day, at midnight in its zone.
-DAILY = "0 0 * * *"
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -156,35 +148,3 @@ def decide(
     return Tick(
         tuple(kept + on_time), watermark, following, late=len(late), dropped=len(late) - len(kept)
     )
-
-
-def bizdate_of(cyctime: datetime, timezone: str) -> date:
-    """The business date of a run: the day before cyctime's date in the workflow's zone."""
-    return cyctime.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
-
-
-def _stamp(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def schedule_run_key(fire: datetime) -> str:
-    """The exactly-once key of a scheduled fire: ``schedule@2026-11-20T18:00:00Z``."""
-    return f"schedule@{_stamp(fire)}"
-
-
-def backfill_run_key(backfill_id: int, fire: datetime) -> str:
-    """The key of one backfill instance: ``backfill:7@2026-11-20T18:00:00Z``."""
-    return f"backfill:{backfill_id}@{_stamp(fire)}"
-
-
-def backfill_times(
-    spec: WorkflowSpec, start: datetime, end: datetime, *, limit: int
-) -> list[datetime]:
-    """Fire times t with ``start <= t <= end``, ascending, at most `limit` (the earliest).
-
-    A scheduled workflow uses its cron and time zone; the schedule's `start_at`/`end_at` do not
-    apply (reprocessing history before a schedule began is what a backfill is for). A workflow
-    without a schedule gets one fire time per day, at midnight in its time zone.
-    """
-    cron = spec.schedule.cron if spec.schedule is not None else DAILY
-    return fires_between(cron, spec.zone, start - _MICROSECOND, end, limit=limit)

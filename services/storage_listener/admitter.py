@@ -8,6 +8,10 @@ one per request. An idle listener admits at once: nothing waits for a batch to f
 A failed transaction is retried per submission, so one poisonous body fails only its own
 request (which its source then redelivers) instead of every request that shared the batch.
 Each submitter learns the outcome only after the transaction committed (contract 3).
+
+Backpressure (`policy.max_waiting`): a submission made with `hold=True` (webhook, SQS) is checked
+against the counts read once per batch; one with an event matching a held trigger is not admitted
+at all and fails with `HeldBack`, so its source keeps it and offers it again later.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from services.storage_listener import metrics
+from shared.backpressure import Backpressure, HeldBack
 from shared.db.pool import Executor
 from shared.intake import admit_batch
 from shared.models.events import AdmitResult, IncomingEvent
@@ -32,6 +37,7 @@ class AdmitterClosed(RuntimeError):
 @dataclass
 class _Submission:
     events: list[IncomingEvent]
+    hold: bool = False
     done: asyncio.Future[list[list[AdmitResult]]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -47,25 +53,29 @@ class Admitter:
         max_batch: int = 1000,
         max_queued: int = 10_000,
         workers: int = 1,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self._pool = pool
+        self._backpressure = backpressure
         self._max_batch = max_batch
         self._workers = workers
         # Bounded: when the database is slower than the sources, submitters wait (backpressure).
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(max_queued)
         self._closed = False
 
-    async def submit(self, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+    async def submit(
+        self, events: list[IncomingEvent], *, hold: bool = False
+    ) -> list[list[AdmitResult]]:
         """Admit `events`; returns per event the results of `admit_batch` once committed.
 
-        Raises what the transaction raised when admission failed; the caller must not
-        acknowledge its source then.
+        Raises what the transaction raised when admission failed, and with `hold`, `HeldBack`
+        when an event matches a held trigger; the caller must not acknowledge its source then.
         """
         if not events:
             return []
         if self._closed:
             raise AdmitterClosed("the storage listener is stopping")
-        submission = _Submission(list(events))
+        submission = _Submission(list(events), hold)
         await self._queue.put(submission)
         return await submission.done
 
@@ -104,7 +114,31 @@ class Admitter:
                 size += len(item.events)
             await self._admit(batch)
 
+    async def _held_back(self, batch: list[_Submission]) -> list[_Submission]:
+        """The submissions of `batch` to admit now; the others fail with `HeldBack`."""
+        gate = self._backpressure
+        if gate is None or not any(s.hold for s in batch):
+            return batch
+        try:
+            await gate.refresh(self._pool)
+        except Exception as exc:
+            # The admission meets the same database; until it answers, the last counts stand.
+            log.warning("backpressure_check_failed", error=f"{type(exc).__name__}: {exc}")
+        kept = []
+        for submission in batch:
+            hold = None
+            if submission.hold:
+                hold = next(filter(None, map(gate.holding, submission.events)), None)
+            if hold is None:
+                kept.append(submission)
+            elif not submission.done.done():
+                submission.done.set_exception(HeldBack(hold))
+        return kept
+
     async def _admit(self, batch: list[_Submission]) -> None:
+        batch = await self._held_back(batch)
+        if not batch:
+            return
         events = [e for s in batch for e in s.events]
         try:
             results = await admit_batch(self._pool, events)

@@ -14,7 +14,10 @@ rebalance handling, start position, poison isolation, stall detection and audit.
   earliest enabled s3 trigger was created (less `START_SKEW` for clock differences), or at its
   end while no s3 trigger exists, re-read every `SLUICE_KAFKA_RESUBSCRIBE_INTERVAL_S`. Records
   read are never dropped for their age: a record older than every trigger is admitted and
-  recorded `no_trigger` like any other.
+  recorded `no_trigger` like any other;
+- backpressure (`policy.max_waiting`): a notification topic carries any bucket's events, so while
+  any s3 trigger is held its topics are paused (records put back, nothing committed) and resumed
+  once none is; the member checks before each batch.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from services.storage_listener import metrics
 from services.storage_listener.admitter import Admitter
 from services.storage_listener.events import body_events, invalid_event
 from services.storage_listener.health import SourceHealth
+from shared.backpressure import Backpressure
 from shared.db.pool import Executor
 from shared.db.queries import load
 from shared.kafka import admission
 from shared.kafka.config import ListenerSettings
 from shared.kafka.member import KafkaListener
 from shared.kafka.retry import Backoff, sleep_or_stop
+from shared.kafka.state import TopicHolds
 from shared.models.events import IncomingEvent
 from shared.settings import KafkaSettings
 
@@ -91,8 +96,10 @@ class KafkaS3Source:
         *,
         config: ListenerSettings | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self._topics = topics
+        self._backpressure = backpressure
         self._pool = pool
         self._config = config if config is not None else ListenerSettings()
         self._health = health
@@ -105,6 +112,18 @@ class KafkaS3Source:
             readiness=_HealthReadiness(health, clock),
             component="storage-kafka",
             on_assignment=self._assigned,
+            hold_topics=self._holds if backpressure is not None else None,
+        )
+
+    async def _holds(self) -> TopicHolds:
+        gate = self._backpressure
+        assert gate is not None
+        await gate.refresh(self._pool)
+        topics = frozenset(self._topics)
+        held = any(h.type == "s3" for h in gate.holds())
+        return TopicHolds(
+            held=topics if held else frozenset(),
+            bounded=topics if gate.bounds("s3") else frozenset(),
         )
 
     def _assigned(self, partitions: Collection[TopicPartition]) -> None:

@@ -9,7 +9,8 @@ WEBHOOK_REQUESTS = Counter(
 )
 NOTIFICATIONS = Counter(
     "sluice_storage_notifications_total",
-    "Notification bodies received, by source and result (records, invalid, empty)",
+    "Notification bodies received, by source and result (records, invalid, empty, held: "
+    "not admitted because a workflow it feeds is at policy.max_waiting)",
     ["source", "result"],
 )
 SOURCE_ERRORS = Counter(

@@ -14,6 +14,10 @@ Only buckets some enabled s3 trigger watches are listed. Objects last modified m
 content: they are marked seen without starting runs (the polling counterpart of starting a Kafka
 topic at the trigger's creation time). The skew absorbs storage listings' one-second precision and
 clock differences between the store and the database.
+
+Backpressure (`policy.max_waiting`): the counts are read once per listed page; a target whose
+bucket has a held trigger is not listed that round, and a page with an event for a held trigger is
+rolled back (claims included) and ends the target's listing: its objects are found again later.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from services.storage_listener.config import PollTarget
 from services.storage_listener.events import record_event
 from services.storage_listener.formats import S3Record, object_created_message
 from services.storage_listener.health import SourceHealth
+from shared.backpressure import Backpressure, HeldBack
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
 from shared.intake import admit_batch
@@ -68,7 +73,9 @@ class PollSource:
         interval_s: float,
         page_size: int | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        backpressure: Backpressure | None = None,
     ) -> None:
+        self._backpressure = backpressure
         self._client = client
         self._page_size = page_size
         self._pool = pool
@@ -103,6 +110,12 @@ class PollSource:
             self._failed("database", exc)
             return 0
         cutoffs: dict[str, datetime] = {r["bucket"]: r["created_at"] for r in rows}
+        if self._backpressure is not None:
+            try:
+                await self._backpressure.refresh(self._pool)
+            except Exception as exc:
+                self._failed("database", exc)
+                return 0
         admitted = 0
         failed = False
         for target in self._targets:
@@ -113,6 +126,9 @@ class PollSource:
                 log.debug("poll_target_skipped", target=str(target), reason="no enabled trigger")
                 continue
             try:
+                if self._held(target.bucket):
+                    log.info("poll_target_held", target=str(target))
+                    continue
                 admitted += await self._poll_target(target, created - CUTOFF_SKEW, stop)
             except Exception as exc:
                 failed = True
@@ -120,6 +136,12 @@ class PollSource:
         if not failed:
             self._health.ok(self._clock())
         return admitted
+
+    def _held(self, bucket: str) -> bool:
+        gate = self._backpressure
+        return gate is not None and any(
+            h.type == "s3" and h.subject == bucket for h in gate.holds()
+        )
 
     def _failed(self, where: str, exc: Exception) -> None:
         metrics.SOURCE_ERRORS.labels("poll").inc()
@@ -137,7 +159,11 @@ class PollSource:
         ):
             contents: list[dict[str, Any]] = page.get("Contents") or []
             if contents:
-                admitted += await self._admit_page(target.bucket, contents, cutoff)
+                try:
+                    admitted += await self._admit_page(target.bucket, contents, cutoff)
+                except HeldBack as held:
+                    log.info("poll_target_held", target=str(target), reason=held.hold.reason)
+                    break
             if stop is not None and stop.is_set():
                 break
         return admitted
@@ -159,7 +185,13 @@ class PollSource:
             changed = {r["key"] for r in await conn.fetch(Q["claim_objects"], bucket, keys, etags)}
             fresh = [records[k][0] for k in keys if k in changed and records[k][1] >= cutoff]
             if fresh:
-                await admit_batch(conn, [record_event(r, received_at) for r in fresh])
+                events = [record_event(r, received_at) for r in fresh]
+                if self._backpressure is not None:
+                    await self._backpressure.refresh(conn)
+                    hold = next(filter(None, map(self._backpressure.holding, events)), None)
+                    if hold is not None:
+                        raise HeldBack(hold)  # rolls the claims back with the page
+                await admit_batch(conn, events)
         metrics.POLLED_OBJECTS.labels("new").inc(len(fresh))
         metrics.POLLED_OBJECTS.labels("before_trigger").inc(len(changed) - len(fresh))
         metrics.POLLED_OBJECTS.labels("unchanged").inc(len(keys) - len(changed))

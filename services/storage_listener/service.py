@@ -37,6 +37,7 @@ from services.storage_listener.poll import PollSource
 from services.storage_listener.replay import S3Replayer
 from services.storage_listener.sqs import SqsSource, queue_name
 from services.storage_listener.webhook import NO_TOKEN_DETAIL, bind, create_app, serve
+from shared.backpressure import Backpressure
 from shared.db.pool import create_pool
 from shared.kafka.config import load_listener_settings
 from shared.probes import READINESS
@@ -70,8 +71,9 @@ async def run(
                 application_name="sluice-storage-listener",
             )
             stack.push_async_callback(pool.close)
-            admitter = Admitter(pool)
             health = Health(readiness=READINESS)
+            backpressure = _backpressure(health)
+            admitter = Admitter(pool, backpressure=backpressure)
             tokens = settings.webhook_token_list
             if not tokens:
                 log.warning("webhook_refusing_all_requests", reason=NO_TOKEN_DETAIL)
@@ -118,7 +120,14 @@ async def run(
                     "poll",
                     f"listing {', '.join(map(str, targets))} every {storage.poll_interval_s:g} s",
                 )
-                poller = PollSource(s3, pool, targets, state, interval_s=storage.poll_interval_s)
+                poller = PollSource(
+                    s3,
+                    pool,
+                    targets,
+                    state,
+                    interval_s=storage.poll_interval_s,
+                    backpressure=backpressure,
+                )
                 sources.append(poller.run)
             if topics:
                 state = health.add(
@@ -135,6 +144,7 @@ async def run(
                         session_timeout_ms=storage.kafka_session_timeout_ms,
                         heartbeat_interval_ms=storage.kafka_heartbeat_interval_ms,
                     ),
+                    backpressure=backpressure,
                 )
                 sources.append(consumer.run)
             log.info(
@@ -144,6 +154,19 @@ async def run(
             )
             await _supervise(sources, admitter, stop, settings.drain_timeout_s)
     log.info("storage_listener_stopped")
+
+
+def _backpressure(health: Health) -> Backpressure:
+    """The listener's backpressure, shown in `/readyz` under `backpressure` (always ready)."""
+    state = health.add("backpressure", "no trigger held (no workflow at policy.max_waiting)")
+
+    def show(gate: Backpressure) -> None:
+        state.detail = gate.describe()
+        state.info.update(gate.as_dict())
+        if health.readiness is not None:
+            health.readiness.set("storage-backpressure", True, state.detail)
+
+    return Backpressure("storage-listener", on_change=show)
 
 
 async def _supervise(

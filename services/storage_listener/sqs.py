@@ -7,6 +7,9 @@ makes SQS redeliver them after the visibility timeout, and dedup absorbs the rep
 Messages that hold no event (`s3:TestEvent`, sent by AWS when notifications are configured) are
 deleted without being recorded. Malformed messages are recorded as `invalid` and deleted, so a
 poison message never cycles through the queue.
+
+Backpressure (`policy.max_waiting`): a receive with an event for a full workflow is not admitted
+and not deleted; SQS makes it visible again after the visibility timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from services.storage_listener.admitter import Admitter
 from services.storage_listener.events import body_events
 from services.storage_listener.formats import TEST_EVENT
 from services.storage_listener.health import SourceHealth
+from shared.backpressure import HeldBack
 from shared.models.events import IncomingEvent
 
 log = structlog.get_logger("sluice.storage_listener.sqs")
@@ -140,7 +144,20 @@ class SqsSource:
             ).inc()
             events.extend(found)
         # Deleting only after this returns is what keeps a crash from losing events.
-        await self._admitter.submit(events)
+        try:
+            await self._admitter.submit(events, hold=True)
+        except HeldBack as held:
+            # Backpressure: the messages stay in the queue and come back when their visibility
+            # timeout ends; by then the workflow may have drained.
+            metrics.NOTIFICATIONS.labels("sqs", "held").inc(len(messages))
+            log.info(
+                "sqs_held_back",
+                queue=self._name,
+                messages=len(messages),
+                trigger=held.hold.trigger,
+                reason=held.hold.reason,
+            )
+            return
         await self._delete(messages)
 
     async def _delete(self, messages: list[dict[str, Any]]) -> None:

@@ -9,6 +9,9 @@ Answers:
   non-2xx answer makes MinIO retry the same body forever and block its queue behind it.
 - a body that parses: 200 only after the intake transaction committed (contract 3); if it could
   not commit, 503, so the store retries and dedup absorbs what was already admitted.
+- a body with an event for a workflow at its `policy.max_waiting` (backpressure): 503 with
+  `Retry-After` and nothing recorded; the store retries and the event is admitted once the
+  workflow drained below 80 % of its bound.
 
 The token arrives as `Authorization: Bearer <token>`. Stores that cannot send headers (Ceph RGW
 HTTP push endpoints) may put it in the URL as `?token=<token>` instead.
@@ -36,6 +39,7 @@ from services.storage_listener import metrics
 from services.storage_listener.admitter import Admitter
 from services.storage_listener.events import body_events, invalid_event
 from services.storage_listener.health import Health
+from shared.backpressure import HeldBack
 from shared.db.migrate import is_current
 from shared.db.pool import Executor
 from shared.probes import QuietServer
@@ -186,7 +190,12 @@ class WebhookApp:
         else:
             events = body_events(body, received_at, origin="webhook")
         try:
-            results = await self._admitter.submit(events)
+            results = await self._admitter.submit(events, hold=True)
+        except HeldBack as held:
+            metrics.NOTIFICATIONS.labels("webhook", "held").inc()
+            log.info("webhook_held_back", trigger=held.hold.trigger, reason=held.hold.reason)
+            retry = str(held.retry_after_s).encode()
+            return 503, _error(503, str(held)), [(b"retry-after", retry)]
         except Exception as exc:
             self._state.failed(f"{type(exc).__name__}: {exc}", self._clock())
             log.error("webhook_admission_failed", error=str(exc), error_type=type(exc).__name__)

@@ -41,6 +41,8 @@ class NewInstance:
     run_key: str | None = None
     backfill_id: int | None = None
     rerun_of: int | None = None
+    # An id reserved beforehand (a coalescing window names its instance before it exists).
+    id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ async def create_instances(
     if not items:
         return []
     states, reasons, replaced = await _overflow_states(conn, items)
-    ids = await next_ids(conn, "instances_id_seq", len(items))
+    fresh = iter(await next_ids(conn, "instances_id_seq", sum(i.id is None for i in items)))
+    ids = [item.id if item.id is not None else next(fresh) for item in items]
     cols: list[list[Any]] = [[] for _ in range(20)]
     node_cols: list[list[Any]] = [[] for _ in range(11)]
     node_aging: list[float | None] = []
@@ -214,4 +217,11 @@ async def get(conn: Executor, workspace_id: int, instance_id: int) -> InstanceOu
         for n in await conn.fetch(Q["instance_nodes"], instance_id)
     ]
     waits = await dependencies.waits(conn, instance_id)
-    return InstanceOut(**dict(row), nodes=nodes, waiting_for=waits)
+    coalesced = await conn.fetchval(Q["coalesced_event_ids"], instance_id)
+    return InstanceOut(
+        **dict(row),
+        nodes=nodes,
+        waiting_for=waits,
+        coalesced_events=len(coalesced) if coalesced is not None else None,
+        coalesced_event_ids=coalesced or [],
+    )

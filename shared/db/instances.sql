@@ -78,3 +78,9 @@ WHERE n.instance_id = $1 ORDER BY a.node_instance_id, a.attempt;
 
 -- name: notify_instances
 SELECT pg_notify('sluice_instances', '');
+
+-- name: coalesced_event_ids
+-- The events a coalescing window gathered into instance $1, in admission order (NULL: none).
+SELECT array_agg(m.event_id ORDER BY m.seq)
+FROM coalesce_windows w JOIN coalesce_members m ON m.window_id = w.id
+WHERE w.instance_id = $1;

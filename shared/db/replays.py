@@ -75,12 +75,13 @@ async def claim(conn: Executor, source: str, owner: str, lease_s: float) -> Repl
 
 def tally(results: Iterable[list[AdmitResult]]) -> Counter[str]:
     """Counts of a batch of admitted events: `read` per event, and per event its outcome for the
-    replayed trigger as `admitted`, `duplicate`, `filtered` or `other`. Pure."""
+    replayed trigger as `admitted` (a run started or a coalescing window joined), `duplicate`,
+    `filtered` or `other`. Pure."""
     counts: Counter[str] = Counter()
     for per_workspace in results:
         counts["read"] += 1
         outcomes = {o.outcome for r in per_workspace for o in r.outcomes}
-        if "admitted" in outcomes:
+        if outcomes & {"admitted", "coalesced"}:
             counts["admitted"] += 1
         elif "duplicate" in outcomes:
             counts["duplicate"] += 1

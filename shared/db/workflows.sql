@@ -63,7 +63,10 @@ FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id
 WHERE w.id = $1 AND v.version = $2;
 
 -- name: active_instances
-SELECT count(*) FROM instances WHERE workflow_id = $1 AND state IN ('waiting', 'running');
+-- An open coalescing window counts: it is an instance whose events were already admitted.
+SELECT (SELECT count(*) FROM instances
+        WHERE workflow_id = $1 AND state IN ('waiting', 'running'))
+     + (SELECT count(*) FROM coalesce_windows WHERE workflow_id = $1 AND closed_at IS NULL);
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = $1;

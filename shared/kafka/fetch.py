@@ -22,11 +22,13 @@ from shared.kafka.retry import Backoff, sleep_or_stop, wait_for_event
 from shared.kafka.state import (
     FETCH_TIMEOUT_MS,
     HELD_FETCH_TIMEOUT_MS,
+    HOLD_RECHECK_S,
     KEEPALIVE_FETCH_MS,
     SETTLE_WAIT_S,
     Work,
     getmany_or_stop,
     log,
+    partition_names,
 )
 
 
@@ -44,15 +46,19 @@ class Fetching(Rebalancing):
                 held = self._held_count
                 if held and (
                     self._in_flight == 0
-                    or (held >= limit and self._in_flight < self._config.in_flight_batches)
+                    or (held >= limit and self._in_flight < self._max_in_flight())
                 ):
-                    self._hand_out()
+                    if not await self._hold_back(consumer):
+                        self._hand_out()
                     continue
                 if held >= limit:
                     await self._wait_for_room(consumer, stop)
                     continue
-                if consumer.paused():
-                    consumer.resume(*consumer.paused())
+                resumable = consumer.paused() - self._paused_for_holds(consumer)
+                if resumable:
+                    consumer.resume(*resumable)
+                if self._holds.held and self._hold_recheck_due():
+                    await self._hold_back(consumer)
                 if not self._subscribed:
                     # getmany() without a subscription waits for one, ignoring its timeout.
                     await wait_for_event(self._has_topics, stop, SETTLE_WAIT_S)
@@ -92,6 +98,61 @@ class Fetching(Rebalancing):
             self._held.clear()
             self._held_count = 0
             self._queue.put_nowait(None)
+
+    # ---------------------------------------------------------------------------------------
+    # Backpressure of the workflows fed (policy.max_waiting; shared.backpressure)
+
+    def _max_in_flight(self) -> int:
+        # Batches of bounded topics go one at a time: the counts each is checked against then
+        # include every batch before it, so a full workflow overshoots by one batch at most.
+        return 1 if self._holds.bounded else self._config.in_flight_batches
+
+    def _paused_for_holds(self, consumer: AIOKafkaConsumer) -> set[TopicPartition]:
+        return {tp for tp in consumer.assignment() if tp.topic in self._holds.held}
+
+    def _hold_recheck_due(self) -> bool:
+        return asyncio.get_running_loop().time() - self._holds_checked_at >= HOLD_RECHECK_S
+
+    async def _hold_back(self, consumer: AIOKafkaConsumer) -> bool:
+        """Read the counts, pause the partitions of held topics and resume the others; records
+        of held topics fetched but not yet handed out are put back: the partition is sought
+        back to the first of them, so they are neither admitted nor committed now and are
+        fetched again on resume. True when records were put back."""
+        if self._hold_topics is None:
+            return False
+        self._holds_checked_at = asyncio.get_running_loop().time()
+        try:
+            # Bounded like admission: a hung connection must not stop the fetch loop.
+            async with asyncio.timeout(self._config.admit_timeout_s):
+                self._holds = await self._hold_topics()
+        except Exception as exc:
+            # The admission of the batch meets the same database and retries; until then the
+            # last answer stands.
+            if not admission.is_transient(exc):
+                raise
+            listener_metrics.ERRORS.labels("database").inc()
+            log.warning("kafka_backpressure_check_failed", error=admission.describe(exc))
+        held = self._paused_for_holds(consumer)
+        resume = consumer.paused() & {
+            tp for tp in consumer.assignment() if tp.topic not in self._holds.held
+        }
+        if resume:
+            consumer.resume(*resume)
+            log.info("kafka_backpressure_resumed", partitions=partition_names(resume))
+        pause = held - consumer.paused()
+        if pause:
+            consumer.pause(*pause)
+            log.info("kafka_backpressure_paused", partitions=partition_names(pause))
+        back = [tp for tp in self._held if tp in held]
+        put_back = 0
+        for tp in back:
+            records = self._held.pop(tp)
+            self._held_count -= len(records)
+            put_back += len(records)
+            consumer.seek(tp, records[0].offset)
+        if put_back:
+            listener_metrics.SKIPPED.labels("backpressure").inc(put_back)
+        return put_back > 0
 
     def _hold(self, batch: Mapping[TopicPartition, list[Any]]) -> None:
         for tp, records in batch.items():

@@ -19,6 +19,14 @@ given (``set_topics``). Four loops share it:
   committed first: aiokafka cannot commit the old assignment once the subscription changed.
 - probe: broker reachability, lag, logs reset under the member, stalls (``shared.kafka.stall``).
 
+Backpressure of the workflows fed (``policy.max_waiting``, ``shared.backpressure``): given
+``hold_topics``, the fetch loop reads the counts once before handing out each batch (and every
+``HOLD_RECHECK_S`` while paused). The partitions of held topics are paused (``getmany()`` goes on,
+so the membership stays and no rebalance happens); their records fetched but not handed out are
+put back by seeking the partition to the first of them, so they are neither admitted nor
+committed and come again on resume. Batches of bounded topics go one at a time, so a full
+workflow overshoots its bound by one batch at most.
+
 Rebalances (``on_partitions_revoked`` / ``on_partitions_assigned``; aiokafka swallows what they
 raise, so they handle their own errors): a revocation waits (up to ``revoke_wait_s``) for the
 batch being admitted, commits what is admitted and drops the rest of the revoked partitions' work;
@@ -60,7 +68,9 @@ from shared.kafka.stall import StallWatch
 from shared.kafka.state import (
     READINESS_COMPONENT,
     Decode,
+    HoldTopics,
     ReadinessSink,
+    TopicHolds,
     Work,
     log,
     utcnow,
@@ -88,6 +98,7 @@ class KafkaListener(Probing):
         cluster: str | None = None,
         component: str | None = None,
         on_assignment: Callable[[Collection[TopicPartition]], None] | None = None,
+        hold_topics: HoldTopics | None = None,
     ) -> None:
         self._cluster = cluster
         self._label = cluster_label(cluster)
@@ -97,6 +108,9 @@ class KafkaListener(Probing):
         self._submit = submit
         self._decode = decode
         self._on_assignment = on_assignment
+        self._hold_topics = hold_topics
+        self._holds = TopicHolds()
+        self._holds_checked_at = 0.0
         self._kafka = kafka
         self._config = config
         self._clock = clock

@@ -29,7 +29,8 @@ ADMITTED_BATCH = Histogram(
 SKIPPED = Counter(
     "sluice_kafka_listener_skipped_total",
     "Records not handed to intake, by reason (before_trigger: older than every trigger on a "
-    "partition read for the first time; revoked: dropped at a rebalance, redelivered later)",
+    "partition read for the first time; revoked: dropped at a rebalance, redelivered later; "
+    "backpressure: put back while a workflow they feed is at max_waiting, fetched again later)",
     ["reason"],
 )
 REVOCATIONS = Counter(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,6 +35,8 @@ FETCH_TIMEOUT_MS = 100
 HELD_FETCH_TIMEOUT_MS = 5
 KEEPALIVE_FETCH_MS = 100
 SETTLE_WAIT_S = 1.0
+HOLD_RECHECK_S = 0.25
+"""While partitions are paused for backpressure, how often the counts are read again."""
 
 
 def utcnow() -> datetime:
@@ -78,6 +80,21 @@ Decode = Callable[[Any, datetime], list[IncomingEvent]]
 """The events of one fetched record (aiokafka's ``ConsumerRecord``) received at a time."""
 
 
+@dataclass(frozen=True)
+class TopicHolds:
+    """What backpressure (``shared.backpressure``) asks of the member's topics right now."""
+
+    held: frozenset[str] = frozenset()
+    """Topics whose partitions are paused: a workflow they feed is at ``max_waiting``."""
+    bounded: frozenset[str] = frozenset()
+    """Topics feeding any workflow with ``max_waiting``: their batches go one at a time, so
+    each is checked against counts that include every batch before it."""
+
+
+HoldTopics = Callable[[], Awaitable[TopicHolds]]
+"""Read the counts (one query) and say which topics to hold; see ``TopicHolds``."""
+
+
 @dataclass
 class Work:
     """One fetched batch on its way to admission: its records' events, in fetch order."""
@@ -99,6 +116,9 @@ class MemberState:
     _submit: Submit
     _decode: Decode
     _on_assignment: Callable[[Collection[TopicPartition]], None] | None
+    _hold_topics: HoldTopics | None
+    _holds: TopicHolds
+    _holds_checked_at: float
     _kafka: KafkaSettings
     _config: ListenerSettings
     _clock: Callable[[], datetime]

@@ -21,6 +21,7 @@ Outcome = Literal[
     "no_trigger",  # no enabled trigger watches this source
     "no_workflow",  # the trigger matched but no workflow is bound to it
     "disabled",  # the trigger watching this source is disabled
+    "coalesced",  # joined a coalescing window (instance_ids: the instance it closes into)
 ]
 MAX_PAYLOAD_BYTES = 1 << 20
 

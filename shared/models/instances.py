@@ -112,3 +112,29 @@ class InstanceOut(Record):
     # Kind `replay`: the replay job and the original event its record was first admitted by.
     replay_id: int | None = None
     replay_of: int | None = None
+    # Trigger option `coalesce`: how many events, and which, the instance's window gathered.
+    coalesced_events: int | None = None
+    coalesced_event_ids: list[int] = Field(default_factory=list)
+
+
+RequestAction = Literal["terminate", "rerun"]
+RequestState = Literal["pending", "done", "failed"]
+
+
+class InstanceRequestOut(Record):
+    """A terminate or rerun request: recorded by the API, carried out by an executor.
+
+    `instance_state`: the instance's state right after the request was carried out; while it is
+    pending, the instance's state now.
+    """
+
+    id: int
+    instance_id: int
+    action: RequestAction
+    mode: Literal["all", "failed"] | None
+    state: RequestState
+    reason: str | None
+    requested_by: str | None
+    requested_at: datetime
+    finished_at: datetime | None
+    instance_state: InstanceState

@@ -28,6 +28,15 @@ def _check_filter(value: str | None) -> str | None:
     return value
 
 
+class Coalesce(Spec):
+    """Trigger option `coalesce`: the events admitted for a workflow within one window become
+    one instance. The window opens with the first event and closes `window_s` seconds later, or
+    as soon as it holds `max_events` events."""
+
+    window_s: float = Field(gt=0, le=86400)
+    max_events: int = Field(default=1000, ge=1, le=100_000)
+
+
 class KafkaTriggerSpec(Spec):
     """A Kafka topic watcher with an optional exact key match and JMESPath filter."""
 
@@ -40,6 +49,7 @@ class KafkaTriggerSpec(Spec):
     filter: str | None = None
     enabled: bool = True
     description: str | None = None
+    coalesce: Coalesce | None = None
 
     _v_filter = field_validator("filter")(_check_filter)
 
@@ -75,6 +85,7 @@ class S3TriggerSpec(Spec):
     filter: str | None = None
     enabled: bool = True
     description: str | None = None
+    coalesce: Coalesce | None = None
 
     _v_filter = field_validator("filter")(_check_filter)
 

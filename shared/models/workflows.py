@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, StrictInt, field_validator, model_validator
 
 from shared.models.common import Name, Priority, Record, Spec, Weighting
 from shared.models.notifications import NotifyRule, node_rules
@@ -147,6 +147,10 @@ class Policy(Spec):
     # Ordered lane, a template resolved at admission (e.g. `${workflow.triggerMessage.key}`):
     # instances with the same value run one at a time in admission order.
     lane: str | None = Field(default=None, min_length=1, max_length=1000)
+    # Backpressure: at this many waiting instances the sources feeding the workflow hold their
+    # events back (Kafka pauses, the webhook answers 503, SQS leaves them queued) until the count
+    # is below 80 % of it. Strict: a bound given as "50" or 50.5 is a mistake worth naming.
+    max_waiting: StrictInt | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class Schedule(Spec):

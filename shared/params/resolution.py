@@ -15,7 +15,7 @@ define `bizdate=$[yyyymmdd-1]` themselves (same value).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal, Protocol
@@ -148,6 +148,9 @@ class ResolutionInput:
     node_params: Mapping[str, object] = field(default_factory=dict)
     runtime_params: Mapping[str, object] = field(default_factory=dict)
     trigger_message: object = None
+    # `${workflow.triggerMessages}`: every message a coalescing window gathered, in admission
+    # order. None for an instance of one event (or none): the list of its one message, or [].
+    trigger_messages: Sequence[object] | None = None
     # Ancestor node name -> the outputs of its latest successful attempt.
     node_outputs: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
@@ -220,6 +223,12 @@ class Resolution:
             return default
 
 
+def _trigger_messages(inp: ResolutionInput) -> list[object]:
+    if inp.trigger_messages is not None:
+        return list(inp.trigger_messages)
+    return [] if inp.trigger_message is None else [inp.trigger_message]
+
+
 def _builtins(inp: ResolutionInput, cyctime: datetime) -> dict[str, object]:
     bizdate = inp.bizdate if inp.bizdate is not None else cyctime.date() - timedelta(days=1)
     bizdate_text = bizdate.strftime("%Y%m%d")
@@ -236,6 +245,7 @@ def _builtins(inp: ResolutionInput, cyctime: datetime) -> dict[str, object]:
             "instanceId": inp.instance_id,
             "version": inp.version,
             "triggerMessage": inp.trigger_message,
+            "triggerMessages": _trigger_messages(inp),
         },
         "node": {"name": inp.node_name},
         "nodes": {name: {"outputs": dict(out)} for name, out in inp.node_outputs.items()},

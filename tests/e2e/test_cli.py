@@ -11,6 +11,12 @@ import pytest
 from shared import intake
 from tests.factories import kafka_event
 from tests.support.api import ApiServer, Pool, api_subprocess, make_token, sluice_cli, table_rows
+from tests.support.executor import (
+    carrying_out_requests,
+    running_executor,
+    wait_instance,
+    wait_request,
+)
 
 TRIGGER = {"name": "kt", "type": "kafka", "topic": "orders", "filter": "value.action == 'buy'"}
 WORKFLOW = {
@@ -101,7 +107,7 @@ async def test_apply_reports_invalid_specs_and_keeps_going(
     assert garbage.code == 2 and "neither JSON nor YAML" in garbage.err
 
 
-async def test_run_watch_terminate_rerun(server: ApiServer, tmp_path: Path) -> None:
+async def test_run_watch_terminate_rerun(server: ApiServer, pool: Pool, tmp_path: Path) -> None:
     manual = {
         "name": "m",
         "type": "manual",
@@ -136,14 +142,16 @@ async def test_run_watch_terminate_rerun(server: ApiServer, tmp_path: Path) -> N
     human = await sluice_cli(server, "instance", iid)
     assert "NODE" in human.out and "pending" in human.out
 
-    terminated = await sluice_cli(server, "terminate", iid)
-    assert terminated.out == f"instance {iid} terminated\n"
-    again = await sluice_cli(server, "terminate", iid)
-    assert (
-        again.code == 1 and again.err == f"error: instance {iid} has already ended (terminated)\n"
-    )
-    rerun = await sluice_cli(server, "rerun", iid, "--failed")
-    assert rerun.out == f"instance {iid} waiting (rerun failed)\n"
+    async with carrying_out_requests(pool):
+        terminated = await sluice_cli(server, "terminate", iid)
+        assert terminated.out == f"instance {iid} terminated\n"
+        again = await sluice_cli(server, "terminate", iid)
+        assert (
+            again.code == 1
+            and again.err == f"error: instance {iid} has already ended (terminated)\n"
+        )
+        rerun = await sluice_cli(server, "rerun", iid, "--failed")
+        assert rerun.out == f"instance {iid} waiting (rerun failed)\n"
     waiting = await sluice_cli(server, "instances", "--state", "waiting", "--json")
     assert [i["id"] for i in waiting.json()] == [int(iid)]
 
@@ -236,3 +244,34 @@ async def test_workspace_flag_and_roles(server: ApiServer, pool: Pool) -> None:
     )
     assert refused.code == 1
     assert "role 'viewer' may not do this; it needs 'developer' or higher" in refused.err
+
+
+async def test_terminate_waits_for_an_executor_and_says_when_none_runs(
+    server: ApiServer, pool: Pool, tmp_path: Path
+) -> None:
+    spec = tmp_path / "s.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "s",
+                "type": "manual",
+                "nodes": [{"name": "a", "type": "shell", "code": "sleep 300"}],
+            }
+        )
+    )
+    assert (await sluice_cli(server, "apply", "-f", str(spec))).code == 0
+    iid = (await sluice_cli(server, "run-workflow", "s")).out.split()[1]
+    alone = await sluice_cli(server, "terminate", iid, "--timeout", "0.5")
+    assert alone.code == 1, alone.err
+    assert "still pending after 0.5s" in alone.err and "is one running?" in alone.err
+    assert "carried out when one starts" in alone.err
+    # Asked again while pending: the same request, not a second one.
+    assert (await sluice_cli(server, "terminate", iid, "--timeout", "0.5")).code == 1
+    assert await pool.fetchval("SELECT count(*) FROM instance_requests") == 1
+    request_id = await pool.fetchval("SELECT id FROM instance_requests")
+    # The request waits in the database and is carried out once an executor starts.
+    async with running_executor(server.db_url):
+        assert await wait_request(pool, request_id) == "done"
+    assert await wait_instance(pool, int(iid)) == "terminated"
+    shown = await sluice_cli(server, "instance", iid, "--json")
+    assert [n["state"] for n in shown.json()["nodes"]] == ["terminated"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.commands import UsageError
 from services.api.replay_commands import bound_arg
+from shared.client.commands import UsageError
 from shared.embedded.kafka import EmbeddedKafka
 from tests.integration.kafka_support import TopicFactory
 from tests.support.api import ApiServer, api_server_fixture, sluice_cli  # noqa: F401

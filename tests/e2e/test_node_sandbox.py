@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from services.executor.logs import read_log
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import enqueue, executor_process, flow, save, wait_instance
 

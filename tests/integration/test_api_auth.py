@@ -23,6 +23,7 @@ from shared.db.connections import ConnectionSpec
 from shared.models.instances import RunRequest
 from shared.models.notifications import NotifyRule
 from shared.models.replays import ReplayRequest
+from shared.operations import requests as instance_requests
 from shared.settings import load_settings
 from tests.factories import (
     NOW,
@@ -152,6 +153,7 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/instances/{waiting}", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/log", None),
         ("/workspaces/{ws}/instances/{waiting}/nodes/a/outputs", None),
+        ("/workspaces/{ws}/instances/{ended}/requests/{request}", None),
         ("/workspaces/{ws}/events", {"trigger": "seed_t"}),
         ("/workspaces/{ws}/events/{event}", None),
         ("/workspaces/{ws}/notifications", None),
@@ -169,6 +171,7 @@ class Seed:
     victim_token: int
     event: int
     notification: int
+    request: int
     replay: int
 
     def fill(self, template: str, ws: str = "default") -> str:
@@ -179,6 +182,7 @@ class Seed:
             victim_token=self.victim_token,
             event=self.event,
             notification=self.notification,
+            request=self.request,
             replay=self.replay,
         )
 
@@ -208,12 +212,21 @@ async def seed(pool: Pool) -> Seed:
             "VALUES (1, 'victim', 'viewer', '\\x00') RETURNING id"
         )
         notification = await notification_repo.enqueue_test(conn, 1, HOOK_RULE)
+        asked = await instance_requests.request(conn, 1, ended.id, "rerun", mode="failed")
     [result] = await intake.admit(pool, kafka_event(topic="orders", offset=1))
     trigger = await trigger_repo.get(pool, 1, "seed_t")
     replay = await replay_repo.create(
         pool, 1, trigger.id, "seed_t", "kafka", ReplayRequest.model_validate(REPLAY_BODY), 10
     )
-    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification, replay.replay_id)
+    return Seed(
+        waiting.id,
+        ended.id,
+        int(victim),
+        result.event_id,
+        notification,
+        asked.id,
+        replay.replay_id,
+    )
 
 
 async def call(client: httpx.AsyncClient, route: Route, seeded: Seed, ws: str) -> httpx.Response:
@@ -253,7 +266,15 @@ async def test_every_role_reads_everything(role: str, api_server: ApiServer, poo
 async def test_forbidden_calls_change_nothing(api_server: ApiServer, pool: Pool) -> None:
     seeded = await seed(pool)
     token = await make_token(pool, "default", "viewer")
-    tables = ("workspaces", "tokens", "connections", "triggers", "workflows", "instances")
+    tables = (
+        "workspaces",
+        "tokens",
+        "connections",
+        "triggers",
+        "workflows",
+        "instances",
+        "instance_requests",
+    )
 
     async def snapshot() -> dict[str, Any]:
         return {
@@ -279,7 +300,8 @@ async def test_another_workspace_learns_nothing(api_server: ApiServer, pool: Poo
         victim_token=999_997,
         event=999_996,
         notification=999_995,
-        replay=999_994,
+        request=999_994,
+        replay=999_993,
     )
     outsider = await make_token(pool, "team_b", "admin")
     async with api_server.client(outsider) as client:
@@ -355,6 +377,7 @@ def _template(path: str) -> str:
         "nodes": "{node}",
         "versions": "{version}",
         "notifications": "{notification_id}",
+        "requests": "{request_id}",
         "replays": "{replay_id}",
     }
     out = []

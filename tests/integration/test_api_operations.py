@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.executor.requests import carry_out
 from shared import intake
 from tests.factories import (
     add_trigger,
@@ -23,7 +24,13 @@ from tests.factories import (
     shell_node,
     workflow,
 )
-from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture  # noqa: F401
+from tests.support.api import (  # noqa: F401
+    ApiServer,
+    Pool,
+    api_fixture,
+    api_server_fixture,
+    make_token,
+)
 
 WS = "/workspaces/default"
 
@@ -90,6 +97,12 @@ async def end_attempt(pool: Pool, attempt_id: int, state: str = "succeeded") -> 
             node_id,
             state,
         )
+
+
+async def carried_out(pool: Pool) -> list[str]:
+    """What an executor's requests loop does: carry out every pending request."""
+    async with pool.acquire() as conn:
+        return [o.state for o in await carry_out(conn)]
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -301,11 +314,12 @@ async def test_follow_waits_for_the_first_attempt(api: httpx.AsyncClient, pool: 
 
 
 async def test_follow_ends_at_once_for_a_node_that_will_never_run(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, pool: Pool
 ) -> None:
     await published(api)
     iid = await run(api)
     assert (await api.post(f"{WS}/instances/{iid}/terminate")).status_code == 202
+    assert await carried_out(pool) == ["done"]
     response = await api.get(f"{WS}/instances/{iid}/nodes/b/log", params={"follow": True})
     assert response.status_code == 200 and response.text == ""
 
@@ -318,9 +332,20 @@ async def test_terminate_then_rerun_failed(api: httpx.AsyncClient, pool: Pool) -
     iid = await run(api)
     ok = await start_attempt(pool, iid, "a")
     await end_attempt(pool, ok)
-    terminated = await api.post(f"{WS}/instances/{iid}/terminate")
-    assert terminated.status_code == 202
-    assert terminated.json() == {"instance_id": iid, "state": "terminated"}
+    asked = await api.post(f"{WS}/instances/{iid}/terminate")
+    assert asked.status_code == 202
+    request = asked.json()
+    assert request["instance_id"] == iid and request["action"] == "terminate"
+    assert (request["state"], request["instance_state"]) == ("pending", "running")
+    assert request["requested_by"] and request["requested_at"] and request["finished_at"] is None
+    # The API only recorded it: nothing changed until an executor carries it out.
+    detail = (await api.get(f"{WS}/instances/{iid}")).json()
+    assert detail["state"] == "running"
+    assert await carried_out(pool) == ["done"]
+    shown = (await api.get(f"{WS}/instances/{iid}/requests/{request['id']}")).json()
+    assert (shown["state"], shown["reason"]) == ("done", None)
+    assert shown["instance_state"] == "terminated"
+    assert shown["finished_at"] is not None
     detail = (await api.get(f"{WS}/instances/{iid}")).json()
     assert [(n["name"], n["state"]) for n in detail["nodes"]] == [
         ("a", "succeeded"),
@@ -331,13 +356,68 @@ async def test_terminate_then_rerun_failed(api: httpx.AsyncClient, pool: Pool) -
 
     rerun = await api.post(f"{WS}/instances/{iid}/rerun", json={"mode": "failed"})
     assert rerun.status_code == 202
-    assert rerun.json() == {"instance_id": iid, "state": "waiting"}
+    assert (rerun.json()["state"], rerun.json()["mode"]) == ("pending", "failed")
+    assert await carried_out(pool) == ["done"]
+    shown = (await api.get(f"{WS}/instances/{iid}/requests/{rerun.json()['id']}")).json()
+    assert (shown["state"], shown["instance_state"]) == ("done", "waiting")
     detail = (await api.get(f"{WS}/instances/{iid}")).json()
     states = {n["name"]: n["state"] for n in detail["nodes"]}
     assert states["a"] == "succeeded" and states["b"] != "terminated"
     assert detail["nodes"][0]["attempts"][0]["state"] == "succeeded"  # history kept
     busy = await api.post(f"{WS}/instances/{iid}/rerun", json={"mode": "all"})
     assert busy.status_code == 409
+
+
+async def test_a_duplicate_request_while_pending_is_the_same_request(
+    api: httpx.AsyncClient, pool: Pool
+) -> None:
+    await published(api)
+    iid = await run(api)
+    first = await api.post(f"{WS}/instances/{iid}/terminate")
+    second = await api.post(f"{WS}/instances/{iid}/terminate")
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert await carried_out(pool) == ["done"]
+    count = "SELECT count(*) FROM instance_requests WHERE instance_id = $1"
+    assert await pool.fetchval(count, iid) == 1
+    reruns = [await api.post(f"{WS}/instances/{iid}/rerun", json={"mode": "all"}) for _ in "ab"]
+    assert reruns[0].json()["id"] == reruns[1].json()["id"]
+    assert await carried_out(pool) == ["done"]
+
+
+async def test_a_request_the_instance_outran_fails_with_the_reason(
+    api: httpx.AsyncClient, pool: Pool
+) -> None:
+    await published(api)
+    iid = await run(api)
+    asked = (await api.post(f"{WS}/instances/{iid}/terminate")).json()
+    # The instance ends on its own before an executor gets to the request.
+    await pool.execute(
+        "UPDATE instances SET state = 'succeeded', finished_at = now() WHERE id = $1", iid
+    )
+    assert await carried_out(pool) == ["failed"]
+    shown = (await api.get(f"{WS}/instances/{iid}/requests/{asked['id']}")).json()
+    assert shown["state"] == "failed" and "already ended (succeeded)" in shown["reason"]
+    assert shown["instance_state"] == "succeeded"
+
+
+async def test_requests_of_another_workspace_are_not_found(
+    api: httpx.AsyncClient, api_server: ApiServer, pool: Pool
+) -> None:
+    await published(api)
+    iid = await run(api)
+    asked = (await api.post(f"{WS}/instances/{iid}/terminate")).json()
+    other = "/workspaces/other"
+    async with api_server.client(await make_token(pool, "other", "operator")) as outsider:
+        for response in (
+            await outsider.post(f"{other}/instances/{iid}/terminate"),
+            await outsider.post(f"{other}/instances/{iid}/rerun", json={"mode": "all"}),
+            await outsider.get(f"{other}/instances/{iid}/requests/{asked['id']}"),
+        ):
+            assert response.status_code == 404, response.text
+    missing = await api.get(f"{WS}/instances/{iid}/requests/{asked['id'] + 1}")
+    assert missing.status_code == 404
+    assert await pool.fetchval("SELECT count(*) FROM instance_requests") == 1
 
 
 @pytest.mark.parametrize(
@@ -357,12 +437,14 @@ async def test_terminate_and_rerun_errors(
     assert response.status_code == status
 
 
-async def test_rerun_without_body_reruns_everything(api: httpx.AsyncClient) -> None:
+async def test_rerun_without_body_reruns_everything(api: httpx.AsyncClient, pool: Pool) -> None:
     await published(api)
     iid = await run(api)
     await api.post(f"{WS}/instances/{iid}/terminate")
+    await carried_out(pool)
     response = await api.post(f"{WS}/instances/{iid}/rerun")
-    assert response.status_code == 202 and response.json()["state"] == "waiting"
+    assert response.status_code == 202 and response.json()["mode"] == "all"
+    assert await carried_out(pool) == ["done"]
 
 
 # ----------------------------------------------------------------------------------- status
@@ -372,6 +454,7 @@ async def test_workflow_status_aggregates(api: httpx.AsyncClient, pool: Pool) ->
     await published(api)
     ids = [await run(api) for _ in range(3)]
     await api.post(f"{WS}/instances/{ids[0]}/terminate")
+    await carried_out(pool)
     attempt = await start_attempt(pool, ids[1], "a")
     status = (await api.get(f"{WS}/workflows/wf/status")).json()
     assert status["instances"] == {

@@ -12,6 +12,7 @@ import pytest
 
 from services.api import commands, diff, pagination
 from services.api.errors import ApiError, describe_validation_error
+from shared.client.commands import UsageError, table
 
 NODE_A = {"name": "a", "type": "shell", "code": "x", "upstream": []}
 NODE_B = {"name": "b", "type": "shell", "code": "y", "upstream": ["a"]}
@@ -203,7 +204,7 @@ def test_load_specs_turns_yaml_timestamps_back_into_strings() -> None:
     ],
 )
 def test_load_specs_rejects(text: str, message: str) -> None:
-    with pytest.raises(commands.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         commands.load_specs(text, "f")
 
 
@@ -233,7 +234,7 @@ def test_apply_reports_what_changed(saved: dict[str, Any], action: str) -> None:
 
 def test_tables_align_and_never_leave_a_cell_empty() -> None:
     out = io.StringIO()
-    commands.table(
+    table(
         [
             (
                 1,

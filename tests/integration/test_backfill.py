@@ -10,7 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.scheduler.backfill import (
+from services.executor.requests import carry_out
+from services.scheduler.service import Scheduler
+from shared.db import workflows as workflow_repo
+from shared.db.errors import Invalid, NotFound
+from shared.models.backfills import BackfillOut, BackfillRequest
+from shared.operations.backfills import (
     MAX_BACKFILL_INSTANCES,
     backfill_instance_ids,
     create_backfill,
@@ -19,10 +24,6 @@ from services.scheduler.backfill import (
     rerun_backfill,
     terminate_backfill,
 )
-from services.scheduler.service import Scheduler
-from shared.db import workflows as workflow_repo
-from shared.db.errors import Invalid, NotFound
-from shared.models.backfills import BackfillOut, BackfillRequest
 from tests.factories import DEFAULT_WS, shell_node, workflow
 from tests.support.executor import running_executor, wait_for
 from tests.support.scheduler import Pool, publish, scheduled, stored_instances, utc
@@ -245,6 +246,11 @@ async def test_a_backfill_is_terminated_and_rerun_as_a_whole(pool: Pool) -> None
         terminated = await terminate_backfill(conn, DEFAULT_WS, out.id)
         assert sorted(terminated) == sorted(out.instance_ids)
         assert terminated[-1] == running  # waiting ones first: no freed slot is handed on
+        # Requests, carried out by an executor in the order asked.
+        assert (await get_backfill(conn, DEFAULT_WS, out.id)).states == {"waiting": 3, "running": 1}
+        carried = await carry_out(conn)
+        assert [o.instance_id for o in carried] == terminated
+        assert {o.state for o in carried} == {"done"}
         assert (await get_backfill(conn, DEFAULT_WS, out.id)).states == {"terminated": 4}
         assert (await get_backfill(conn, DEFAULT_WS, other.id)).states == {"waiting": 2}
         assert await terminate_backfill(conn, DEFAULT_WS, out.id) == []
@@ -255,6 +261,7 @@ async def test_a_backfill_is_terminated_and_rerun_as_a_whole(pool: Pool) -> None
         assert [n["state"] for n in nodes] == ["terminated"]
 
         assert await rerun_backfill(conn, DEFAULT_WS, out.id) == out.instance_ids
+        assert {o.state for o in await carry_out(conn)} == {"done"}
         after = await get_backfill(conn, DEFAULT_WS, out.id)
         assert after.states == {"waiting": 4}
         assert after.instance_ids == out.instance_ids  # same run order as before

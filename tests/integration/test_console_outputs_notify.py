@@ -11,7 +11,7 @@ import httpx
 from tests.factories import shell_node
 from tests.integration.test_console_http import csrf_of, signed_in
 from tests.support.api import ApiServer, Pool, api_fixture, api_server_fixture, make_token  # noqa: F401
-from tests.support.executor import running_executor, wait_instance
+from tests.support.executor import running_executor, wait_instance, wait_request
 
 WS = "/workspaces/default"
 HOSTILE_CODE = """
@@ -53,6 +53,7 @@ async def test_outputs_show_per_attempt_and_current_as_escaped_text(
             assert await wait_instance(pool, iid) == "succeeded"
             rerun = await api.post(f"{WS}/instances/{iid}/rerun", json={"mode": "all"})
             assert rerun.status_code == 202, rerun.text
+            assert await wait_request(pool, rerun.json()["id"]) == "done"
             assert await wait_instance(pool, iid, "succeeded", "failed") == "succeeded"
         for path in (f"/instances/{iid}", f"/instances/{iid}/live"):
             page = (await viewer.get(path)).text

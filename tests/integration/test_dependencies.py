@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.operations import rerun_instance, terminate_instance
-from services.scheduler.backfill import create_backfills
 from services.scheduler.service import Scheduler
 from shared.db import instances as instance_repo
 from shared.db import workflows as workflow_repo
 from shared.db.dependencies import release_missed
 from shared.db.errors import Conflict, Invalid
 from shared.models.backfills import BackfillRequest
+from shared.operations.backfills import create_backfills
+from shared.operations.instances import rerun_instance, terminate_instance
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import running_executor, wait_instance
 from tests.support.scheduler import Pool, publish, scheduled, utc

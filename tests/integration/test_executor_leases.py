@@ -12,13 +12,8 @@ import pytest
 from services.executor.claims import ClaimedNode, claim_nodes
 from services.executor.leases import renew_leases, sweep_expired
 from services.executor.logs import LogChunk, write_chunks
-from services.executor.operations import (
-    Finish,
-    finish_attempts,
-    promote_instances,
-    rerun_instance,
-    terminate_instance,
-)
+from services.executor.operations import Finish, finish_attempts, promote_instances
+from shared.operations.instances import rerun_instance, terminate_instance
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import (
     attempts_of,

@@ -10,9 +10,9 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.executor.logs import read_log
-from services.executor.operations import rerun_instance, terminate_instance
 from shared.db.errors import Conflict, Invalid, NotFound
+from shared.operations.instances import rerun_instance, terminate_instance
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import (
     attempts_of,

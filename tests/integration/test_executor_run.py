@@ -10,10 +10,10 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.executor.logs import read_log
-from services.executor.operations import terminate_instance
 from shared.db import connections
 from shared.db.connections import ConnectionSpec
+from shared.operations.instances import terminate_instance
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import (
     attempts_of,

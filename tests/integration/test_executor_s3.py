@@ -7,11 +7,11 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.executor.logs import read_log
 from shared.db import connections
 from shared.db.connections import ConnectionSpec
 from shared.embedded.process import free_port
 from shared.embedded.s3 import EmbeddedS3, ensure_bucket
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
 from tests.support.s3 import embedded_s3_fixture, s3_client_fixture, unique  # noqa: F401

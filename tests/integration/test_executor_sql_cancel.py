@@ -13,9 +13,9 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.executor.operations import terminate_instance
 from shared.db import connections
 from shared.db.connections import ConnectionSpec
+from shared.operations.instances import terminate_instance
 from tests.factories import DEFAULT_WS
 from tests.support.executor import (
     attempts_of,

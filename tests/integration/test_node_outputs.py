@@ -15,9 +15,9 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.executor.logs import read_log
-from services.executor.operations import rerun_instance
 from shared.db import connections as connection_repo
+from shared.operations.instances import rerun_instance
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS, workflow
 from tests.integration.test_parameters_exec import NODES, corpus
 from tests.support.executor import attempts_of, enqueue, flow, running_executor, save, wait_instance

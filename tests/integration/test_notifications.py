@@ -180,7 +180,7 @@ async def test_node_events_start_retry_timeout_and_terminate(pool: Pool, db_url:
             ),
         )
         [long_id] = await enqueue(pool, version)
-        from services.executor.operations import terminate_instance
+        from shared.operations.instances import terminate_instance
 
         async with running_executor(db_url):
             await wait_instance(pool, long_id, "running")

@@ -16,7 +16,7 @@ from tests.support.api import (  # noqa: F401
     sluice_cli,
     table_rows,
 )
-from tests.support.executor import running_executor, wait_instance
+from tests.support.executor import running_executor, wait_instance, wait_request
 
 WS = "/workspaces/default"
 
@@ -118,6 +118,7 @@ async def test_outputs_per_attempt_over_http_and_cli(
         assert await wait_instance(pool, iid) == "succeeded"
         rerun = await api.post(f"{WS}/instances/{iid}/rerun", json={"mode": "all"})
         assert rerun.status_code == 202, rerun.text
+        assert await wait_request(pool, rerun.json()["id"]) == "done"
         assert await wait_instance(pool, iid, "succeeded", "failed") == "succeeded"
 
     body = (await api.get(f"{WS}/instances/{iid}/nodes/a/outputs")).json()

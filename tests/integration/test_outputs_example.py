@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 
 from services.dev import ensure_examples_connection, read_specs
-from services.executor.logs import read_log
 from shared.db import workflows as workflow_repo
 from shared.embedded.postgres import with_database
 from shared.models.workflows import WorkflowSpec
+from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS
 from tests.support.executor import attempts_of, enqueue, running_executor, wait_instance
 from tests.support.secrets import suite_box

@@ -13,8 +13,8 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from services.executor.logs import read_log
 from shared.db import connections as connection_repo
+from shared.operations.logs import read_log
 from tests.factories import workflow
 from tests.support.executor import enqueue, flow, running_executor, save, wait_instance
 from tests.support.secrets import suite_box

@@ -229,7 +229,9 @@ class _FailingAdmitter(Admitter):
         super().__init__(pool=None)  # type: ignore[arg-type]
         self.calls = 0
 
-    async def submit(self, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+    async def submit(
+        self, events: list[IncomingEvent], *, hold: bool = False
+    ) -> list[list[AdmitResult]]:
         self.calls += 1
         raise ConnectionError("database unreachable")
 

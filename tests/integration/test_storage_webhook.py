@@ -353,7 +353,9 @@ class _BrokenAdmitter(Admitter):
     def __init__(self) -> None:
         super().__init__(pool=None)  # type: ignore[arg-type]
 
-    async def submit(self, events: list[IncomingEvent]) -> list[list[AdmitResult]]:
+    async def submit(
+        self, events: list[IncomingEvent], *, hold: bool = False
+    ) -> list[list[AdmitResult]]:
         raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
 
 

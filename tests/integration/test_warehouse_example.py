@@ -8,11 +8,11 @@ from itertools import pairwise
 from pathlib import Path
 
 from services.dev import load_examples
-from services.scheduler.backfill import create_backfills
 from services.scheduler.completions import serve_finishes
 from shared.db import workflows as workflow_repo
 from shared.models.backfills import BackfillRequest
 from shared.models.workflows import WorkflowSpec
+from shared.operations.backfills import create_backfills
 from tests.factories import DEFAULT_WS
 from tests.support.executor import running_executor, wait_instance
 from tests.support.receivers import http_receiver

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.executor.operations import rerun_instance
 from services.scheduler.completions import admit_finishes
 from shared.db import triggers as trigger_repo
 from shared.dedup import workflow_dedup_key
 from shared.matching import match_workflow
 from shared.models.triggers import WorkflowTriggerSpec
+from shared.operations.instances import rerun_instance
 from tests.factories import DEFAULT_WS, shell_node, workflow
 from tests.support.executor import enqueue, running_executor, save, wait_instance
 from tests.support.scheduler import Pool

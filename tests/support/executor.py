@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from services.executor.config import ExecutorConfig
+from services.executor.requests import carry_out
 from services.executor.service import run_executor
 from shared.db import workflows as workflow_repo
 from shared.db.instances import NewInstance, create_instances
@@ -243,3 +244,35 @@ def kill_quietly(pid: int) -> None:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def wait_request(pool: Pool, request_id: int) -> str:
+    """Wait until an executor has carried out a terminate/rerun request: `done` or `failed`."""
+    return str(
+        await wait_for(
+            pool,
+            "SELECT state FROM instance_requests WHERE id = $1 AND state <> 'pending'",
+            request_id,
+        )
+    )
+
+
+@asynccontextmanager
+async def carrying_out_requests(pool: Pool) -> AsyncIterator[None]:
+    """The executor's requests loop alone (no dispatch): terminate and rerun requests are
+    carried out while instances stay where the test put them."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            async with pool.acquire() as conn:
+                await carry_out(conn)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.scheduler.backfill import upstream_first
 from shared.db.dependencies import previous_cycle, waiting_reason
 from shared.models.workflows import WorkflowSpec
+from shared.operations.backfills import upstream_first
 
 
 def spec(

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.dev import read_specs
+from shared.coalesce import coalesce_of
+from shared.models.triggers import Coalesce, TriggerSpec
 from shared.models.workflows import WorkflowSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TRIGGERS: TypeAdapter[TriggerSpec] = TypeAdapter(TriggerSpec)
 
 
 def test_priority_aging_example() -> None:
@@ -42,3 +45,16 @@ def test_ordered_lanes_example() -> None:
     spec = WorkflowSpec.model_validate({k: v for k, v in doc.items() if k != "__file__"})
     assert spec.policy.lane == "${workflow.triggerMessage.key}"
     assert spec.policy.max_parallel_instances == 10
+
+
+def test_coalescing_example() -> None:
+    docs = {doc["name"]: doc for doc in read_specs(EXAMPLES / "coalescing")}
+    trigger = TRIGGERS.validate_python(
+        {k: v for k, v in docs["batch_files_trigger"].items() if k != "__file__"}
+    )
+    assert coalesce_of(trigger) == Coalesce(window_s=10, max_events=1000)
+    spec = WorkflowSpec.model_validate(
+        {k: v for k, v in docs["coalesced_load"].items() if k != "__file__"}
+    )
+    assert spec.trigger == "batch_files_trigger"
+    assert "${workflow.triggerMessages}" in spec.nodes[0].code  # type: ignore[union-attr]

@@ -33,9 +33,10 @@ def test_each_event_counts_once_under_its_outcome_for_the_trigger() -> None:
             result("invalid"),
             # Per workflow: one frozen, one admitted: the record did start a run.
             result("frozen", "admitted"),
+            result("coalesced"),
         ]
     )
-    assert dict(counts) == {"read": 6, "admitted": 2, "duplicate": 1, "filtered": 1, "other": 2}
+    assert dict(counts) == {"read": 7, "admitted": 3, "duplicate": 1, "filtered": 1, "other": 2}
 
 
 @pytest.mark.parametrize(

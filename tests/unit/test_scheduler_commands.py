@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.api.client import Client, ClientError
-from services.api.commands import EXIT_USAGE, UsageError
 from services.scheduler.commands import backfill, register
+from shared.client.commands import EXIT_USAGE, UsageError
+from shared.client.http import Client, ClientError
 
 ANSWER: dict[str, Any] = {
     "id": 7,

@@ -9,14 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.scheduler.ticks import (
-    backfill_run_key,
-    backfill_times,
-    bizdate_of,
-    decide,
-    schedule_run_key,
-)
+from services.scheduler.ticks import decide
 from shared.cron import fires_between
+from shared.fire_times import backfill_run_key, backfill_times, bizdate_of, schedule_run_key
 from shared.models.workflows import Schedule
 from tests.factories import workflow
 from tests.support.scheduler import scheduled, utc

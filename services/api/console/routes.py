@@ -27,6 +27,7 @@ from services.api.console.running_status import LABELS, running_status
 from services.api.deps import allows, get_pool
 from services.api.pagination import decode_id, page_by_id
 from services.api.routes.instances import Q as INSTANCE_Q
+from shared import backpressure
 from shared.db import events as event_repo
 from shared.db import instances as instance_repo
 from shared.db import notifications as notification_repo
@@ -270,6 +271,7 @@ async def workflow_page(
         except NotFound:
             return _not_found(request, principal, f"workflow {name!r}")
         plan = await conn.fetchval(Q["version_plan"], ws_id, name, shown)
+        queue = await backpressure.of_workflow(conn, wf.id)
     nodes = spec_version.spec.get("nodes", [])
     by_plan = {p["name"]: p for p in (plan or [])}
     graph = layout.layout({n["name"]: n.get("upstream", []) for n in nodes})
@@ -295,6 +297,7 @@ async def workflow_page(
         unified=unified,
         diff_from=diff_from,
         diff_to=diff_to,
+        backpressure=queue,
     )
 
 

@@ -1,26 +1,25 @@
 """O&M on instances: list and filter, detail with nodes and attempts, logs, rerun, terminate.
 
-Attempt state belongs to the executor (contract 4), so rerun, terminate and log reading call the
-executor package's operations; the API only checks that the instance is the caller's to touch.
+Attempt state belongs to the executor (contract 4), so rerun and terminate are requests: the API
+checks that the instance is the caller's to touch and in a state that allows it, records the
+request (`shared.operations.requests`) and an executor carries it out. Logs are read with
+`shared.operations.logs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from services.api import optional
 from services.api.deps import Conn, Operator, Viewer, get_pool
 from services.api.errors import ApiError
 from services.api.pagination import Cursor, Limit, decode_id, page_by_id
 from services.api.schemas import (
-    ErrorBody,
-    InstanceAction,
     InstanceDetail,
     InstanceSummary,
     Page,
@@ -35,8 +34,11 @@ from shared.models.instances import (
     FINAL_INSTANCE_STATES,
     FINAL_NODE_STATES,
     InstanceKind,
+    InstanceRequestOut,
     InstanceState,
 )
+from shared.operations import requests as instance_requests
+from shared.operations.logs import read_log
 
 Q = load(__file__)
 router = APIRouter(tags=["instances"])
@@ -102,56 +104,60 @@ async def get_instance(instance_id: InstanceId, principal: Viewer, conn: Conn) -
     return InstanceDetail(**out.model_dump(), reason=extra["reason"], rerun_of=extra["rerun_of"])
 
 
-def _instance_id_of(result: Any, default: int) -> int:
-    """The instance a rerun answered with: an id, an object with `id`/`instance_id`, or none."""
-    if isinstance(result, int) and not isinstance(result, bool):
-        return result
-    for attr in ("instance_id", "id"):
-        value = getattr(result, attr, None)
-        if isinstance(value, int):
-            return value
-    return default
-
-
 @router.post(
     "/workspaces/{ws}/instances/{instance_id}/rerun",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=InstanceAction,
-    responses={501: {"model": ErrorBody, "description": "the executor package is not installed"}},
+    response_model=InstanceRequestOut,
 )
 async def rerun_instance(
     instance_id: InstanceId,
     principal: Operator,
     conn: Conn,
     body: RerunRequest | None = None,
-) -> InstanceAction:
-    """Run again: every node (`all`) or only failed, upstream_failed and terminated nodes
-    (`failed`). Earlier attempts and their logs stay visible."""
-    rerun = optional.function("services.executor.operations", "rerun_instance", "rerun")
-    await _state(conn, principal.workspace_id, instance_id)
+) -> InstanceRequestOut:
+    """Ask for a run again: every node (`all`) or only failed, upstream_failed and terminated
+    nodes (`failed`). An executor carries it out; follow the request's `state` at
+    `GET .../requests/{id}`. Earlier attempts and their logs stay visible."""
     mode = body.mode if body is not None else "all"
-    result = await rerun(conn, principal.workspace_id, instance_id, mode)
-    target = _instance_id_of(result, instance_id)
-    return InstanceAction(
-        instance_id=target, state=await _state(conn, principal.workspace_id, target)
+    return await instance_requests.request(
+        conn,
+        principal.workspace_id,
+        instance_id,
+        "rerun",
+        mode=mode,
+        token_id=principal.token_id,
     )
 
 
 @router.post(
     "/workspaces/{ws}/instances/{instance_id}/terminate",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=InstanceAction,
-    responses={501: {"model": ErrorBody, "description": "the executor package is not installed"}},
+    response_model=InstanceRequestOut,
 )
 async def terminate_instance(
     instance_id: InstanceId, principal: Operator, conn: Conn
-) -> InstanceAction:
-    """Kill the instance's running attempts and mark what has not finished `terminated`."""
-    terminate = optional.function("services.executor.operations", "terminate_instance", "terminate")
-    await _state(conn, principal.workspace_id, instance_id)
-    await terminate(conn, principal.workspace_id, instance_id)
-    return InstanceAction(
-        instance_id=instance_id, state=await _state(conn, principal.workspace_id, instance_id)
+) -> InstanceRequestOut:
+    """Ask for the instance's running attempts to be killed and what has not finished to be
+    marked `terminated`. An executor carries it out within about 2 s; follow the request's
+    `state` at `GET .../requests/{id}`. Asked again while pending: the same request."""
+    return await instance_requests.request(
+        conn, principal.workspace_id, instance_id, "terminate", token_id=principal.token_id
+    )
+
+
+@router.get(
+    "/workspaces/{ws}/instances/{instance_id}/requests/{request_id}",
+    response_model=InstanceRequestOut,
+)
+async def get_instance_request(
+    instance_id: InstanceId,
+    request_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    principal: Viewer,
+    conn: Conn,
+) -> InstanceRequestOut:
+    """A terminate or rerun request: `pending`, then `done` or `failed` (with `reason`)."""
+    return await instance_requests.get(
+        conn, principal.workspace_id, request_id, instance_id=instance_id
     )
 
 
@@ -201,7 +207,6 @@ async def node_log(
     """An attempt's output as text. Headers: `X-Sluice-Attempt`, `X-Sluice-Last-Seq`,
     `X-Sluice-Finished`. With `follow=true` the body streams until the attempt finishes (if the
     node has not started yet, until its first attempt does)."""
-    read_log = optional.function("services.executor.logs", "read_log", "log reading")
     pool = get_pool(request)
     ws_id = principal.workspace_id
     async with pool.acquire() as conn:
@@ -225,14 +230,13 @@ async def node_log(
                 },
             )
     stopping: asyncio.Event = request.app.state.stopping
-    body = _follow(pool, read_log, stopping, ws_id, instance_id, node, number, after_seq)
+    body = _follow(pool, stopping, ws_id, instance_id, node, number, after_seq)
     headers = {"X-Sluice-Attempt": str(number)} if number is not None else {}
     return StreamingResponse(body, media_type="text/plain; charset=utf-8", headers=headers)
 
 
 async def _follow(
     pool: Any,
-    read_log: Callable[..., Any],
     stopping: asyncio.Event,
     ws_id: int,
     instance_id: int,
@@ -252,7 +256,8 @@ async def _follow(
                 if progress.latest_attempt is None and progress.over:
                     return
                 attempt = progress.latest_attempt
-            chunks, finished = [], False
+            chunks: list[tuple[int, str]] = []
+            finished = False
             if attempt is not None:
                 try:
                     chunks, finished = await read_log(

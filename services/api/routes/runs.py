@@ -1,4 +1,4 @@
-"""Runs requested through the API, and backfills (delegated to the scheduler package)."""
+"""Runs requested through the API, and backfills."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response, status
 
-from services.api import optional
 from services.api.deps import Conn, Operator
 from services.api.idempotency import IdempotencyKey, answer_once, fingerprint
-from services.api.schemas import ErrorBody, RunAccepted, RunBody
+from services.api.schemas import RunAccepted, RunBody
 from shared.db import workflows as workflow_repo
 from shared.intake import request_run
 from shared.models.backfills import (
@@ -18,6 +17,7 @@ from shared.models.backfills import (
     BackfillRequest,
     GroupBackfillRequest,
 )
+from shared.operations.backfills import create_backfill, create_backfills
 
 router = APIRouter(tags=["runs"])
 
@@ -63,7 +63,6 @@ async def run_workflow(
     "/workspaces/{ws}/workflows/{name}/backfill",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BackfillOut,
-    responses={501: {"model": ErrorBody, "description": "the scheduler package is not installed"}},
 )
 async def backfill_workflow(
     name: str,
@@ -75,9 +74,6 @@ async def backfill_workflow(
 ) -> BackfillOut:
     """Create `backfill` instances for every fire time in [start, end], run as one group.
     With an `Idempotency-Key` used before, the first answer comes back and nothing is created."""
-    create_backfill = optional.function(
-        "services.scheduler.backfill", "create_backfill", "backfill"
-    )
 
     async def create() -> BackfillOut:
         out: BackfillOut = await create_backfill(
@@ -100,7 +96,6 @@ async def backfill_workflow(
     "/workspaces/{ws}/backfills",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BackfillGroupOut,
-    responses={501: {"model": ErrorBody, "description": "the scheduler package is not installed"}},
 )
 async def backfill_workflows(
     body: GroupBackfillRequest,
@@ -112,9 +107,6 @@ async def backfill_workflows(
     """Backfill several workflows together over [start, end]: one backfill per workflow,
     created upstream first; a dependant's instance for a day waits for the group's own upstream
     instance of that day (dependencies between workflows)."""
-    create_backfills = optional.function(
-        "services.scheduler.backfill", "create_backfills", "backfill"
-    )
 
     async def create() -> BackfillGroupOut:
         made: list[BackfillOut] = await create_backfills(

@@ -22,6 +22,7 @@ from services.api.schemas import (
     WorkflowSaved,
     WorkflowStatus,
 )
+from shared import backpressure
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Conflict, NotFound
 from shared.db.pool import Connection
@@ -242,4 +243,5 @@ async def workflow_status(name: str, principal: Viewer, conn: Conn) -> WorkflowS
         last_instance=LastInstance(**dict(last)) if last is not None else None,
         last_succeeded_at=row["last_succeeded_at"],
         last_failed_at=row["last_failed_at"],
+        backpressure=await backpressure.of_workflow(conn, wf.id),
     )

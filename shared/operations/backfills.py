@@ -20,15 +20,15 @@ from typing import Literal
 
 import structlog
 
-from services.executor.operations import rerun_instance, terminate_instance
-from services.scheduler.ticks import backfill_run_key, backfill_times, bizdate_of
 from shared import metrics
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Conflict, Invalid, NotFound
 from shared.db.instances import NewInstance, create_instances
 from shared.db.pool import Connection, Executor
 from shared.db.queries import load
+from shared.fire_times import backfill_run_key, backfill_times, bizdate_of
 from shared.models.backfills import BackfillOut, BackfillRequest
+from shared.operations import requests
 
 Q = load(__file__)
 log = structlog.get_logger("sluice.backfill")
@@ -189,45 +189,47 @@ async def backfill_instance_ids(
 
 
 async def terminate_backfill(conn: Connection, workspace_id: int, backfill_id: int) -> list[int]:
-    """Terminate every waiting or running instance of a backfill; return their ids.
+    """Ask for every waiting or running instance of a backfill to be terminated; return their ids.
 
-    Waiting instances go first, so a slot freed by a terminated running one is not handed to the
-    next instance of the group. Instances that end meanwhile are left as they ended.
+    Requests, as for one instance (contract 4): an executor carries them out in the order asked,
+    waiting instances first, so a slot freed by a terminated running one is not handed to the
+    next instance of the group. Instances that have ended are left as they ended.
     """
     waiting = await backfill_instance_ids(conn, workspace_id, backfill_id, states={"waiting"})
     running = await backfill_instance_ids(conn, workspace_id, backfill_id, states={"running"})
-    done: list[int] = []
+    asked: list[int] = []
     for instance_id in [*waiting, *running]:
         try:
-            await terminate_instance(conn, workspace_id, instance_id)
+            await requests.request(conn, workspace_id, instance_id, "terminate")
         except Conflict:
             continue  # it ended on its own in the meantime
-        done.append(instance_id)
-    log.info("backfill_terminated", backfill_id=backfill_id, instances=len(done))
-    return done
+        asked.append(instance_id)
+    log.info("backfill_terminate_requested", backfill_id=backfill_id, instances=len(asked))
+    return asked
 
 
 async def rerun_backfill(
     conn: Connection, workspace_id: int, backfill_id: int, mode: Literal["all", "failed"] = "failed"
 ) -> list[int]:
-    """Rerun a backfill's ended instances in place, in run order; return their ids.
+    """Ask for a backfill's ended instances to run again in place, in run order; return their ids.
 
     `failed`: the instances that did not succeed, each from its failed nodes on (succeeded nodes
-    keep their results). `all`: every ended instance, every node. The instances keep their
-    backfill, so they run again under its parallelism and in its order.
+    keep their results). `all`: every ended instance, every node. An executor carries the
+    requests out; the instances keep their backfill, so they run again under its parallelism and
+    in its order.
     """
     if mode not in _RERUN_STATES:
         raise Invalid("mode", f"must be 'all' or 'failed', got {mode!r}")
     ids = await backfill_instance_ids(conn, workspace_id, backfill_id, states=_RERUN_STATES[mode])
-    done: list[int] = []
+    asked: list[int] = []
     for instance_id in ids:
         try:
-            await rerun_instance(conn, workspace_id, instance_id, mode)
+            await requests.request(conn, workspace_id, instance_id, "rerun", mode=mode)
         except Conflict:
-            continue  # active again, or nothing left to rerun in it
-        done.append(instance_id)
-    log.info("backfill_rerun", backfill_id=backfill_id, mode=mode, instances=len(done))
-    return done
+            continue  # active again in the meantime
+        asked.append(instance_id)
+    log.info("backfill_rerun_requested", backfill_id=backfill_id, mode=mode, instances=len(asked))
+    return asked
 
 
 async def create_backfills(
