@@ -24,6 +24,7 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 
+from shared.backpressure import Backpressure
 from shared.db import replays as replay_repo
 from shared.db.pool import Executor, connect
 from shared.intake import admit_batch
@@ -32,6 +33,9 @@ from shared.models.events import IncomingEvent, ReplayOrigin
 from shared.models.replays import ReplayJob
 
 log = structlog.get_logger("sluice.replay")
+
+HELD_WAIT_S = 1.0
+"""How often a replay held back by `policy.max_waiting` looks again."""
 
 
 class ReplayError(Exception):
@@ -51,18 +55,40 @@ class Feed:
         self._job = job
         self._owner = owner
         self._origin = ReplayOrigin(replay_id=job.id, trigger_id=job.trigger_id, mode=job.mode)
+        self._pressure = Backpressure("replay")
         self.counts: Counter[str] = Counter()
 
     async def admit(self, events: list[IncomingEvent]) -> None:
-        """Admit one batch in one intake transaction, then add its counts to the job."""
+        """Admit one batch in one intake transaction, then add its counts to the job.
+
+        While a workflow the trigger feeds is at its `policy.max_waiting`, wait (renewing the
+        lease): a replay queues no more runs than live events would."""
         if not events:
             return
+        await self._while_held()
         marked = [e.model_copy(update={"replay": self._origin}) for e in events]
         results = await admit_batch(self._pool, marked)
         counts = replay_repo.tally(results)
         self.counts.update(counts)
         if not await replay_repo.add_progress(self._pool, self._job.id, self._owner, counts):
             raise LostClaim
+
+    async def _while_held(self) -> None:
+        held = False
+        while True:
+            await self._pressure.refresh(self._pool)
+            hold = next(
+                (h for h in self._pressure.holds() if h.trigger_id == self._job.trigger_id), None
+            )
+            if hold is None:
+                if held:
+                    log.info("replay_resumed")
+                return
+            if not held:
+                log.info("replay_held", reason=hold.reason)
+                held = True
+            await self.heartbeat()
+            await asyncio.sleep(HELD_WAIT_S)
 
     async def heartbeat(self) -> None:
         """Renew the lease while reading (listing a bucket, looking up offsets)."""

@@ -185,3 +185,41 @@ async def test_an_outcome_that_cannot_be_written_leaves_the_job_to_its_lease(
         assert not stop.is_set()
     assert calls == 2
     assert out.error is None
+
+
+async def test_a_replay_waits_while_its_workflow_is_at_max_waiting(
+    pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with pool.acquire() as conn:
+        trigger_id = await add_trigger(conn, kafka_trigger("kt", "orders"))
+        await add_workflow(conn, workflow("wf", trigger="kt", policy={"max_waiting": 2}))
+    accepted = await replay_repo.create(
+        pool, 1, trigger_id, "kt", "kafka", ReplayRequest.model_validate(BODY), 10
+    )
+
+    async def one_at_a_time(job: ReplayJob, feed: Feed) -> None:
+        for offset in range(5):
+            await feed.admit([kafka_event(topic="orders", offset=offset)])
+
+    async with loop(pool, one_at_a_time):
+        logged = ""
+
+        async def held() -> bool | None:
+            nonlocal logged
+            logged += capsys.readouterr().out
+            return True if "replay_held" in logged else None
+
+        await eventually(held)
+        out = await replay_repo.get(pool, 1, accepted.replay_id)
+        assert (out.state, out.admitted) == ("running", 2)
+        assert await pool.fetchval("SELECT count(*) FROM instances WHERE state = 'waiting'") == 2
+
+        # Runs finish (as an executor would finish them): the replay goes on.
+        async def done() -> ReplayOut | None:
+            await pool.execute("UPDATE instances SET state = 'succeeded' WHERE state = 'waiting'")
+            out = await replay_repo.get(pool, 1, accepted.replay_id)
+            return out if out.state == "succeeded" else None
+
+        out = await eventually(done)
+    assert out.admitted == 5
+    assert "replay_resumed" in logged + capsys.readouterr().out
