@@ -13,6 +13,7 @@ is admitted: a range holding more records than the job's `max_events` fails with
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,23 +77,67 @@ class KafkaReplayer:
         )
         await consumer.start()
         try:
-            ranges = await _ranges(consumer, job, spec.topic, partitions)
-            total = sum(end - start for start, end in ranges.values())
+            bounds = await _bounds(consumer, job, spec.topic, partitions)
+            ranges, total = await self._measure(consumer, bounds, job.max_events)
             log.info(
                 "replay_range",
                 topic=spec.topic,
                 records=total,
                 ranges={str(tp.partition): list(r) for tp, r in ranges.items()},
             )
-            if total > job.max_events:
-                raise ReplayError(
-                    f"the range holds {total} records, over max_events {job.max_events}; "
-                    "narrow from/to"
-                )
             await feed.heartbeat()
             await self._read(consumer, ranges, feed, cluster)
         finally:
             await consumer.stop()
+
+    async def _measure(
+        self, consumer: AIOKafkaConsumer, bounds: dict[TopicPartition, _Bound], limit: int
+    ) -> tuple[dict[TopicPartition, tuple[int, int]], int]:
+        """Read the range once without admitting: the exact [start, end) per partition and the
+        record count, or ReplayError when it holds more than `limit` records.
+
+        A partition's end is the bound's offset, the first record at or after the bound's time,
+        or, for an open end, where the partition was caught up with. The end offsets brokers
+        report are a hint only (a broker may report one behind the records it serves)."""
+        todo = {tp: b for tp, b in bounds.items() if b.stop is None or b.stop > b.start}
+        ends = {tp: b.start for tp, b in bounds.items()}
+        counts = dict.fromkeys(todo, 0)
+        if todo:
+            consumer.assign(list(todo))
+            for tp, bound in todo.items():
+                consumer.seek(tp, bound.start)
+        loop = asyncio.get_running_loop()
+        last_progress = loop.time()
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=_CAUGHT_UP_MS)
+            for tp, bound in list(todo.items()):
+                finished = False
+                for record in batch.get(tp, []):
+                    if (bound.stop is not None and record.offset >= bound.stop) or (
+                        bound.stop_ms is not None and record.timestamp >= bound.stop_ms
+                    ):
+                        finished = True
+                        break
+                    counts[tp] += 1
+                    ends[tp] = record.offset + 1
+                position = await consumer.position(tp)
+                if not batch.get(tp) and position >= bound.hint:
+                    finished = True  # caught up with the partition
+                elif bound.stop is not None and position >= bound.stop:
+                    finished = True
+                if finished:
+                    del todo[tp]
+                    consumer.pause(tp)
+            if sum(counts.values()) > limit:
+                raise ReplayError(
+                    f"the range holds more than max_events {limit} records; narrow from/to"
+                )
+            if batch:
+                last_progress = loop.time()
+            elif loop.time() - last_progress > self._idle_timeout_s:
+                raise ReplayError(_waiting(todo, self._idle_timeout_s))
+        consumer.unsubscribe()
+        return {tp: (b.start, ends[tp]) for tp, b in bounds.items()}, sum(counts.values())
 
     async def _trigger(self, job: ReplayJob) -> KafkaTriggerSpec:
         try:
@@ -180,10 +225,32 @@ async def _partitions(options: dict[str, Any], topic: str) -> list[int]:
     return sorted(partitions)
 
 
-async def _ranges(
+_CAUGHT_UP_MS = 300
+"""A fetch this long that brings nothing at or past the reported end means the partition is
+read to its end."""
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """Where reading a partition starts, and what ends it: an offset (`stop`), the first record
+    at or after a time (`stop_ms`), or neither (read until caught up). `hint`: the end offset
+    the broker reported."""
+
+    start: int
+    stop: int | None
+    stop_ms: int | None
+    hint: int
+
+
+def _waiting(todo: dict[TopicPartition, _Bound], idle_s: float) -> str:
+    where = ", ".join(f"partition {tp.partition} from offset {b.start}" for tp, b in todo.items())
+    return f"no records arrived for {idle_s:g} s ({where})"
+
+
+async def _bounds(
     consumer: AIOKafkaConsumer, job: ReplayJob, topic: str, partitions: list[int]
-) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition, [first offset, end offset) to read, within what the partition still holds."""
+) -> dict[TopicPartition, _Bound]:
+    """Per partition, where the range starts (within what the partition still holds) and ends."""
     tps = [TopicPartition(topic, p) for p in partitions]
     firsts = await consumer.beginning_offsets(tps)
     ends = await consumer.end_offsets(tps)
@@ -195,23 +262,29 @@ async def _ranges(
                 f"from: topic {topic!r} has no partition {unknown[0]} "
                 f"(it has {len(partitions)} partitions)"
             )
-        wanted = {TopicPartition(topic, p): (start[p], stop[p]) for p in sorted(start)}
-    elif isinstance(start, datetime) and isinstance(stop, datetime):
-        from_ms = int(start.timestamp() * 1000)
-        to_ms = int(stop.timestamp() * 1000)
-        found_from = await consumer.offsets_for_times(dict.fromkeys(tps, from_ms))
-        found_to = await consumer.offsets_for_times(dict.fromkeys(tps, to_ms))
-        wanted = {}
-        for tp in tps:
-            first = _found(found_from.get(tp), from_ms)
-            last = _found(found_to.get(tp), to_ms)
-            wanted[tp] = (ends[tp] if first is None else first, ends[tp] if last is None else last)
-    else:  # the request model admits only two times or two maps
+        bounds = {}
+        for p in sorted(start):
+            tp = TopicPartition(topic, p)
+            bounds[tp] = _Bound(max(start[p], firsts[tp]), stop[p], None, ends[tp])
+        return bounds
+    if not isinstance(start, datetime) or not isinstance(stop, datetime):
+        # The request model admits only two times or two maps.
         raise ReplayError("from and to must both be times or both offset maps")
-    return {
-        tp: (max(a, firsts[tp]), max(min(b, ends[tp]), max(a, firsts[tp])))
-        for tp, (a, b) in wanted.items()
-    }
+    from_ms = int(start.timestamp() * 1000)
+    to_ms = int(stop.timestamp() * 1000)
+    found_from = await consumer.offsets_for_times(dict.fromkeys(tps, from_ms))
+    found_to = await consumer.offsets_for_times(dict.fromkeys(tps, to_ms))
+    bounds = {}
+    for tp in tps:
+        first = _found(found_from.get(tp), from_ms)
+        if first is None:
+            # Nothing at or after `from` when asked: read what arrives from the end on, to `to`.
+            first = ends[tp]
+        last = _found(found_to.get(tp), to_ms)
+        bounds[tp] = _Bound(
+            max(first, firsts[tp]), last, None if last is not None else to_ms, ends[tp]
+        )
+    return bounds
 
 
 def _found(answer: Any, at_ms: int) -> int | None:

@@ -23,7 +23,7 @@ from shared.db import triggers as trigger_repo
 from shared.embedded.kafka import EmbeddedKafka, create_topics
 from shared.models.replays import ReplayOut, ReplayRequest
 from shared.models.triggers import KafkaTriggerSpec
-from tests.integration.kafka_support import TopicFactory
+from tests.integration.kafka_support import TopicFactory, producer
 from tests.support.kafka_listener import (
     Pool,
     bind,
@@ -162,7 +162,7 @@ async def test_a_range_over_max_events_fails_before_admitting_anything(
             pool, "kt", {"mode": "all", "from": {0: 0}, "to": {0: offsets[-1] + 1}}, max_events=3
         )
     assert out.state == "failed"
-    assert out.error == "the range holds 4 records, over max_events 3; narrow from/to"
+    assert out.error == "the range holds more than max_events 3 records; narrow from/to"
     assert out.read == 0
     assert "replay" not in await kinds(pool)
 
@@ -254,3 +254,25 @@ async def test_the_trigger_filter_applies_to_replayed_records(
     assert (out.read, out.admitted, out.filtered, out.other) == (5, 2, 3, 0)
     # (The listener may admit the k1 records live as well; that is not the replay's doing.)
     assert (await kinds(pool)).get("replay") == 2
+
+
+async def test_a_time_range_is_read_to_the_last_record_of_batched_produce(
+    pool: Pool, db_url: str, kafka_broker: EmbeddedKafka, kafka_topics: TopicFactory
+) -> None:
+    """Records produced in batches: every one is in the range, whatever end offset the broker
+    reports while they are read (the embedded broker reports the start of its last batch)."""
+    topic = await kafka_topics()
+    await bind(pool, topic.name, trigger="kt")
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    async with producer(kafka_broker) as client:
+        for i in range(300):
+            await client.send(topic.name, b'{"n": %d}' % i, partition=0)
+        await client.flush()
+    after = datetime.now(UTC) + timedelta(minutes=1)
+    async with running_listener(db_url, kafka_broker, settings=FAST):
+        out = await replay(pool, "kt", {"mode": "all", "from": before, "to": after})
+    assert (out.state, out.read, out.admitted) == ("succeeded", 300, 300)
+    offsets = await pool.fetch(
+        "SELECT (e.payload->>'offset')::int AS o FROM events e WHERE e.replay_id = $1", out.id
+    )
+    assert sorted(r["o"] for r in offsets) == list(range(300))
