@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
@@ -97,6 +100,12 @@ class Feed:
 
 
 Carry = Callable[[ReplayJob, Feed], Coroutine[Any, Any, None]]
+
+
+def owner_id(service: str) -> str:
+    """Who holds a claimed job: unique per process, also across pods whose processes are all
+    pid 1, so a listener that lost its lease can never write to the job's next claim."""
+    return f"{service}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 async def run_replays(

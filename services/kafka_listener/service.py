@@ -21,7 +21,6 @@ backoff and reported in the log, in `sluice_kafka_listener_errors_total` and in 
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import asyncpg
@@ -40,7 +39,7 @@ from shared.kafka.config import (
     load_listener_settings,
 )
 from shared.kafka.retry import Backoff, sleep_or_stop
-from shared.replays import run_replays
+from shared.replays import owner_id, run_replays
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.kafka_listener")
@@ -85,7 +84,7 @@ async def run(
                             pool, settings, box, max_message_bytes=config.max_message_bytes
                         ),
                         stop,
-                        owner=f"kafka-listener:{settings.kafka_group_id}:{os.getpid()}",
+                        owner=owner_id("kafka-listener"),
                         poll_interval_s=settings.replay_poll_interval_s,
                         lease_s=settings.lease_s,
                         dsn=settings.database_url,

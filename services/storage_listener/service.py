@@ -20,7 +20,6 @@ running then is cancelled and, never having been acknowledged, is redelivered la
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import partial
@@ -41,7 +40,7 @@ from shared.backpressure import Backpressure
 from shared.db.pool import create_pool
 from shared.kafka.config import load_listener_settings
 from shared.probes import READINESS
-from shared.replays import run_replays
+from shared.replays import owner_id, run_replays
 from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("sluice.storage_listener")
@@ -108,7 +107,7 @@ async def run(
                     pool,
                     "s3",
                     S3Replayer(pool, s3),
-                    owner=f"storage-listener:{os.getpid()}",
+                    owner=owner_id("storage-listener"),
                     poll_interval_s=settings.replay_poll_interval_s,
                     lease_s=settings.lease_s,
                     dsn=settings.database_url,
