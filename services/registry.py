@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.kafka_listener.commands",
     "services.storage_listener.commands",
     "services.notifier.commands",
+    "services.api.replay_commands",
 )
 
 ServiceRun = Callable[[Settings, asyncio.Event], Awaitable[None]]

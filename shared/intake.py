@@ -64,6 +64,8 @@ class _Record:
     pending: list[_Pending] = field(default_factory=list)
     # Matched no workspace's trigger: audited in `default`, readable by platform admins only.
     platform_only: bool = False
+    # A replayed record: the event that admitted it first, if any.
+    replay_of: int | None = None
 
 
 @dataclass
@@ -132,6 +134,7 @@ async def _admit_in(conn: Connection, events: list[IncomingEvent]) -> list[list[
         records = [r for rs in records_per_event for r in rs]
         await _insert_events(conn, records)
         pending = [p for r in records for p in r.pending]
+        await _link_replays(conn, records, pending)
         await _admit_pending(conn, pending)
         await _insert_outcomes(conn, records)
     results = []
@@ -239,6 +242,9 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
         if event.source == "kafka":
             # A topic name means a topic of the cluster the event was read from.
             triggers = [t for t in triggers if _cluster(t) == event.cluster]
+        if event.replay is not None:
+            # A replay re-reads a source for one trigger; the others saw these records live.
+            triggers = [t for t in triggers if t.id == event.replay.trigger_id]
         by_ws: dict[int, list[trigger_repo.CandidateTrigger]] = defaultdict(list)
         for t in triggers:
             by_ws[t.workspace_id].append(t)
@@ -371,7 +377,7 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
                     p,
                     NewInstance(
                         version=version,
-                        kind="triggered",
+                        kind="triggered" if p.record.event.replay is None else "replay",
                         cyctime=p.record.event.received_at,
                         trigger_message=p.record.event.message,
                         event_id=p.record.id,
@@ -382,7 +388,7 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
     created = await create_instances(conn, [c for _, c in creations])
     for (p, item), made in zip(creations, created, strict=True):
         assert made is not None
-        metrics.INSTANCES_CREATED.labels("triggered").inc()
+        metrics.INSTANCES_CREATED.labels(item.kind).inc()
         if made.state == "cancelled":
             p.record.outcomes.append(
                 _Outcome(
@@ -424,6 +430,39 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
             p.outcome.detail = "every bound workflow was at its limit (cancel_new)"
 
 
+# Admission keys of `mode: all` replays: `replay:<replay id>:<source position>`. Unique per replay
+# and record, so a replay creates its instances once even when its job is carried out again.
+REPLAY_KEY_PREFIX = "replay:"
+
+
+async def _link_replays(conn: Connection, records: list[_Record], pending: list[_Pending]) -> None:
+    """Link replayed events to the events that first admitted their records (under the trigger's
+    normal dedup key); for `mode: all`, give their admissions the replay's own key."""
+    replayed = [r for r in records if r.event.replay is not None]
+    if not replayed:
+        return
+    keyed = [p for p in pending if p.record.event.replay is not None and p.key is not None]
+    if keyed:
+        rows = await conn.fetch(
+            Q["original_admissions"], [p.trigger.id for p in keyed], [p.key for p in keyed]
+        )
+        first = {(r["trigger_id"], r["dedup_key"]): r["event_id"] for r in rows}
+        for p in keyed:
+            p.record.replay_of = first.get((p.trigger.id, p.key))
+    for p in pending:
+        replay = p.record.event.replay
+        if replay is not None and replay.mode == "all":
+            p.key = f"{REPLAY_KEY_PREFIX}{replay.replay_id}:{p.record.event.ref}"
+            if p.record.replay_of is not None:
+                p.outcome.detail = f"replay {replay.replay_id} of event {p.record.replay_of}"
+    await conn.execute(
+        Q["mark_replayed_events"],
+        [r.id for r in replayed],
+        [r.event.replay.replay_id for r in replayed if r.event.replay is not None],
+        [r.replay_of for r in replayed],
+    )
+
+
 async def _coalesce(conn: Connection, joining: list[tuple[_Pending, int]]) -> None:
     """Admissions of triggers with `coalesce` join their workflows' open windows instead of
     creating instances; the outcome names the instance each window closes into."""
@@ -458,6 +497,8 @@ async def _match_legacy_keys(conn: Connection, pending: list[_Pending]) -> None:
     the stored message is the same record; a new record at a reused offset keeps its own key."""
     legacy: dict[tuple[int, str], list[_Pending]] = {}
     for p in pending:
+        if p.key is not None and p.key.startswith(REPLAY_KEY_PREFIX):
+            continue
         message = p.record.event.message
         old = legacy_kafka_key(p.trigger.spec, message) if message is not None else None
         if old is not None:

@@ -46,3 +46,15 @@ FROM admissions a
 JOIN unnest($1::bigint[], $2::text[]) AS k(trigger_id, dedup_key)
   ON a.trigger_id = k.trigger_id AND a.dedup_key = k.dedup_key
 JOIN events e ON e.id = a.event_id;
+
+-- name: original_admissions
+-- Replays: which event first admitted each (trigger, dedup key).
+SELECT a.trigger_id, a.dedup_key, a.event_id
+FROM admissions a
+JOIN unnest($1::bigint[], $2::text[]) AS k(trigger_id, dedup_key)
+  ON a.trigger_id = k.trigger_id AND a.dedup_key = k.dedup_key;
+
+-- name: mark_replayed_events
+UPDATE events e SET replay_id = t.replay_id, replay_of = t.replay_of
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS t(id, replay_id, replay_of)
+WHERE e.id = t.id;

@@ -77,6 +77,10 @@ class Settings(PostgresSettings, KafkaSettings, S3Settings):
     poll_interval_s: float = Field(default=2, gt=0, le=300)
     dedup_retention_days: int = Field(default=30, ge=1, le=3650)
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    # Event replay: the most records one replay may read (and its default), and how often the
+    # listeners look for replay jobs when no NOTIFY wakes them.
+    replay_max_events: int = Field(default=10_000, ge=1, le=10_000_000)
+    replay_poll_interval_s: float = Field(default=5.0, gt=0, le=300)
     # The unprivileged user node processes run as when the executor runs as root.
     node_user: str | None = None
     # Encrypts connection secrets at rest: one key, or `new,old` while rotating.

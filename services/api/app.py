@@ -27,6 +27,7 @@ from services.api.routes import (
     instances,
     notifications,
     outputs,
+    replays,
     runs,
     tokens,
     triggers,
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         api.include_router(module.router)
     api.include_router(outputs.router)
     api.include_router(notifications.router)
+    api.include_router(replays.router)
     app.include_router(api)
     app.include_router(health.router)
     console_docs.install(app, "sluice")

@@ -373,6 +373,8 @@ def _instance(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         ("cyctime", "cyctime"),
         ("bizdate", "bizdate"),
         ("event", "event_id"),
+        ("replay", "replay_id"),
+        ("original", "replay_of"),
         ("created", "created_at"),
         ("started", "started_at"),
         ("finished", "finished_at"),
@@ -554,6 +556,8 @@ def _event(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         ("ref", "ref"),
         ("received", "received_at"),
         ("error", "error"),
+        ("replay", "replay_id"),
+        ("original", "replay_of"),
     ):
         if event.get(key) is not None:
             out.write(f"{label + ':':<10} {cell(event[key])}\n")
@@ -911,7 +915,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kind",
         action="append",
         default=[],
-        choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun"),
+        choices=("scheduled", "triggered", "manual", "api", "backfill", "rerun", "replay"),
         help="only instances started this way (repeatable)",
     )
     p.add_argument("--limit", type=positive_int, default=50, help="at most N (default 50)")

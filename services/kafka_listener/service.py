@@ -1,10 +1,12 @@
 """`sluice run kafka-listener`: Kafka messages into workflow instances.
 
-Two tasks in one TaskGroup (either one failing stops the service):
+Three tasks in one TaskGroup (any one failing stops the service):
 - the trigger watcher (`subscriptions.watch_triggers`): the topics of enabled Kafka triggers,
   re-read on NOTIFY `sluice_triggers` and every `SLUICE_KAFKA_RESUBSCRIBE_INTERVAL_S`;
 - the consumer-group members (`clusters.Clusters`: one `consumer.KafkaListener` per Kafka
-  cluster the triggers read from, the default one always): fetch → admit → commit.
+  cluster the triggers read from, the default one always): fetch → admit → commit;
+- the replay jobs of Kafka triggers (`shared.replays`, `replay.KafkaReplayer`), read with
+  consumers outside the group.
 
 Key contracts upheld here: an offset is committed only after the intake transaction
 that recorded its message (and created its instances) has committed (3); a crash in between makes
@@ -25,6 +27,7 @@ import asyncpg
 import structlog
 
 from services.kafka_listener.clusters import Clusters
+from services.kafka_listener.replay import KafkaReplayer
 from services.kafka_listener.subscriptions import watch_triggers
 from shared.db.pool import create_pool
 from shared.kafka import admission
@@ -36,6 +39,7 @@ from shared.kafka.config import (
     load_listener_settings,
 )
 from shared.kafka.retry import Backoff, sleep_or_stop
+from shared.replays import owner_id, run_replays
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.kafka_listener")
@@ -72,6 +76,20 @@ async def run(
                     )
                 )
                 group.create_task(_bound_drain(stop, consuming, settings.drain_timeout_s))
+                group.create_task(
+                    run_replays(
+                        pool,
+                        "kafka",
+                        KafkaReplayer(
+                            pool, settings, box, max_message_bytes=config.max_message_bytes
+                        ),
+                        stop,
+                        owner=owner_id("kafka-listener"),
+                        poll_interval_s=settings.replay_poll_interval_s,
+                        lease_s=settings.lease_s,
+                        dsn=settings.database_url,
+                    )
+                )
         finally:
             await pool.close()
 

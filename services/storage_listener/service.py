@@ -6,6 +6,8 @@ Sources, side by side in one TaskGroup (any one dying stops the service):
 - `sqs`: one long-polling loop per queue of `SLUICE_SQS_QUEUE_URLS`.
 - `poll`: `SLUICE_STORAGE_POLL` targets listed every `SLUICE_STORAGE_POLL_INTERVAL_S`.
 - `kafka`: S3 event records on `SLUICE_STORAGE_KAFKA_TOPICS` (brokers of `SLUICE_KAFKA_BOOTSTRAP`).
+- `replay`: always on, the replay jobs of S3 triggers (`shared.replays`, `replay.S3Replayer`),
+  listing buckets through `SLUICE_S3_ENDPOINT`.
 
 Every source hands events to one `Admitter`, which admits concurrent submissions in shared
 transactions. Each source acknowledges its store only after its events committed (contract 3).
@@ -31,12 +33,14 @@ from services.storage_listener.config import StorageSettings, load_storage_setti
 from services.storage_listener.health import Health
 from services.storage_listener.kafka_source import KafkaS3Source
 from services.storage_listener.poll import PollSource
+from services.storage_listener.replay import S3Replayer
 from services.storage_listener.sqs import SqsSource, queue_name
 from services.storage_listener.webhook import NO_TOKEN_DETAIL, WebhookApp, bind, serve
 from shared.backpressure import Backpressure
 from shared.db.pool import create_pool
 from shared.kafka.config import load_listener_settings
 from shared.probes import READINESS
+from shared.replays import owner_id, run_replays
 from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("sluice.storage_listener")
@@ -96,9 +100,21 @@ async def run(
                     visibility_timeout_s=storage.sqs_visibility_timeout_s,
                 )
                 sources.append(source.run)
+            s3 = await stack.enter_async_context(aws.client("s3", aws.s3_options(settings)))
+            sources.append(
+                partial(
+                    run_replays,
+                    pool,
+                    "s3",
+                    S3Replayer(pool, s3),
+                    owner=owner_id("storage-listener"),
+                    poll_interval_s=settings.replay_poll_interval_s,
+                    lease_s=settings.lease_s,
+                    dsn=settings.database_url,
+                )
+            )
             targets = storage.poll_targets
             if targets:
-                s3 = await stack.enter_async_context(aws.client("s3", aws.s3_options(settings)))
                 state = health.add(
                     "poll",
                     f"listing {', '.join(map(str, targets))} every {storage.poll_interval_s:g} s",

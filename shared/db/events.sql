@@ -1,6 +1,6 @@
 -- name: list_events
 SELECT e.id, w.name AS workspace, e.source, e.subject, e.ref, e.received_at, e.payload,
-       e.payload_truncated, e.error
+       e.payload_truncated, e.error, e.replay_id, e.replay_of
 FROM events e JOIN workspaces w ON w.id = e.workspace_id
 WHERE e.workspace_id = $1
   AND ($2::bigint IS NULL OR e.id < $2)
@@ -15,7 +15,7 @@ LIMIT $6;
 
 -- name: get_event
 SELECT e.id, w.name AS workspace, e.source, e.subject, e.ref, e.received_at, e.payload,
-       e.payload_truncated, e.error
+       e.payload_truncated, e.error, e.replay_id, e.replay_of
 FROM events e JOIN workspaces w ON w.id = e.workspace_id
 WHERE e.id = $1 AND e.workspace_id = $2 AND (NOT e.platform_only OR $3);
 

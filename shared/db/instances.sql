@@ -55,10 +55,12 @@ SELECT i.id, ws.name AS workspace, w.name AS workflow, i.version, i.kind, i.stat
                                       i.aging_s)
             ELSE i.queue_priority END AS effective_priority,
        i.cyctime, i.bizdate, i.parameters, i.trigger_message, i.event_id, i.backfill_id,
-       i.created_at, i.started_at, i.finished_at
+       i.created_at, i.started_at, i.finished_at,
+       re.replay_id, re.replay_of
 FROM instances i
 JOIN workflows w ON w.id = i.workflow_id
 JOIN workspaces ws ON ws.id = i.workspace_id
+LEFT JOIN events re ON re.id = i.event_id AND i.kind = 'replay'
 WHERE i.id = $1 AND i.workspace_id = $2;
 
 -- name: instance_nodes

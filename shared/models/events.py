@@ -26,6 +26,16 @@ Outcome = Literal[
 MAX_PAYLOAD_BYTES = 1 << 20
 
 
+class ReplayOrigin(Record):
+    """Marks an event re-read by a replay job: it is admitted for `trigger_id` alone, and its
+    instances are of kind `replay`. With mode `all` its admission key is the replay's own, so a
+    record admitted before runs again (linked to that first event in the audit)."""
+
+    replay_id: int
+    trigger_id: int
+    mode: Literal["missing", "all"]
+
+
 class IncomingEvent(Record):
     """A normalized event handed to `admit`.
 
@@ -44,6 +54,7 @@ class IncomingEvent(Record):
         default=None,
         description="Kafka: the cluster read from, `<workspace id>/<connection>` (None: default)",
     )
+    replay: ReplayOrigin | None = None
 
 
 class OutcomeOut(Record):
@@ -65,6 +76,9 @@ class EventOut(Record):
     payload_truncated: bool
     error: str | None
     outcomes: list[OutcomeOut]
+    # Set on events re-read by a replay: the job, and the event that first admitted the record.
+    replay_id: int | None = None
+    replay_of: int | None = None
 
 
 class AdmitResult(Record):

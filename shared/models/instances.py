@@ -11,7 +11,7 @@ from shared.models.bizdates import BizDate
 from shared.models.common import Priority, Record, Spec
 from shared.models.workflows import check_parameter_names
 
-InstanceKind = Literal["scheduled", "triggered", "manual", "api", "backfill", "rerun"]
+InstanceKind = Literal["scheduled", "triggered", "manual", "api", "backfill", "rerun", "replay"]
 InstanceState = Literal["waiting", "running", "succeeded", "failed", "terminated", "cancelled"]
 NodeState = Literal[
     "pending",
@@ -109,6 +109,9 @@ class InstanceOut(Record):
     effective_priority: int | None = None
     # policy.lane resolved at admission ("" when the template did not resolve).
     lane: str | None = None
+    # Kind `replay`: the replay job and the original event its record was first admitted by.
+    replay_id: int | None = None
+    replay_of: int | None = None
     # Trigger option `coalesce`: how many events, and which, the instance's window gathered.
     coalesced_events: int | None = None
     coalesced_event_ids: list[int] = Field(default_factory=list)

@@ -17,10 +17,13 @@ from services.api.app import create_app
 from shared import intake
 from shared.db import connections as connection_repo
 from shared.db import notifications as notification_repo
+from shared.db import replays as replay_repo
+from shared.db import triggers as trigger_repo
 from shared.db.connections import ConnectionSpec
 from shared.db.tokens import Role
 from shared.models.instances import RunRequest
 from shared.models.notifications import NotifyRule
+from shared.models.replays import ReplayRequest
 from shared.operations import requests as instance_requests
 from shared.settings import load_settings
 from tests.factories import (
@@ -51,6 +54,7 @@ class Route:
 
 
 MANUAL = {"name": "wf_new", "type": "manual", "nodes": [shell_node("a")]}
+REPLAY_BODY = {"from": {"0": 0}, "to": {"0": 5}}
 MUTATING: tuple[Route, ...] = (
     Route("POST", "/workspaces", "admin", 201, {"name": "made_here"}, root_only=True),
     Route("PUT", "/workspaces/{ws}", "admin", 200, {"parameters": {"k": "v"}}),
@@ -129,6 +133,7 @@ MUTATING: tuple[Route, ...] = (
         202,
         {"rule": {"on": ["failure"], "channel": "webhook", "url": "https://hooks.example.com/x"}},
     ),
+    Route("POST", "/workspaces/{ws}/triggers/seed_t/replay", "operator", 202, REPLAY_BODY),
 )
 HOOK_RULE = NotifyRule(on=["failure"], channel="webhook", url="https://hooks.example.com/x")
 READS: tuple[Route, ...] = tuple(
@@ -154,6 +159,8 @@ READS: tuple[Route, ...] = tuple(
         ("/workspaces/{ws}/events/{event}", None),
         ("/workspaces/{ws}/notifications", None),
         ("/workspaces/{ws}/notifications/{notification}", None),
+        ("/workspaces/{ws}/replays", {"trigger": "seed_t"}),
+        ("/workspaces/{ws}/replays/{replay}", None),
     )
 )
 
@@ -166,6 +173,7 @@ class Seed:
     event: int
     notification: int
     request: int
+    replay: int
 
     def fill(self, template: str, ws: str = "default") -> str:
         return template.format(
@@ -176,6 +184,7 @@ class Seed:
             event=self.event,
             notification=self.notification,
             request=self.request,
+            replay=self.replay,
         )
 
 
@@ -206,7 +215,19 @@ async def seed(pool: Pool) -> Seed:
         notification = await notification_repo.enqueue_test(conn, 1, HOOK_RULE)
         asked = await instance_requests.request(conn, 1, ended.id, "rerun", mode="failed")
     [result] = await intake.admit(pool, kafka_event(topic="orders", offset=1))
-    return Seed(waiting.id, ended.id, int(victim), result.event_id, notification, asked.id)
+    trigger = await trigger_repo.get(pool, 1, "seed_t")
+    replay = await replay_repo.create(
+        pool, 1, trigger.id, "seed_t", "kafka", ReplayRequest.model_validate(REPLAY_BODY), 10
+    )
+    return Seed(
+        waiting.id,
+        ended.id,
+        int(victim),
+        result.event_id,
+        notification,
+        asked.id,
+        replay.replay_id,
+    )
 
 
 async def call(client: httpx.AsyncClient, route: Route, seeded: Seed, ws: str) -> httpx.Response:
@@ -281,6 +302,7 @@ async def test_another_workspace_learns_nothing(api_server: ApiServer, pool: Poo
         event=999_996,
         notification=999_995,
         request=999_994,
+        replay=999_993,
     )
     outsider = await make_token(pool, "team_b", "admin")
     async with api_server.client(outsider) as client:
@@ -357,6 +379,7 @@ def _template(path: str) -> str:
         "versions": "{version}",
         "notifications": "{notification_id}",
         "requests": "{request_id}",
+        "replays": "{replay_id}",
     }
     out = []
     for i, part in enumerate(parts):

@@ -51,7 +51,7 @@ NOTIFICATION_STATES: Final[dict[str, NotificationState]] = {
     "sent": "sent",
     "dead": "dead",
 }
-INSTANCE_KINDS: Final = ("scheduled", "triggered", "manual", "api", "backfill", "rerun")
+INSTANCE_KINDS: Final = ("scheduled", "triggered", "manual", "api", "backfill", "rerun", "replay")
 OUTCOMES: Final = (
     "admitted",
     "duplicate",
