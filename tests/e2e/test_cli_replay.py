@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from services.api.replay_commands import bound_arg
+from services.dev.servers.kafka import EmbeddedKafka
 from shared.client.commands import UsageError
-from shared.embedded.kafka import EmbeddedKafka
 from tests.integration.kafka_support import TopicFactory
-from tests.support.api import ApiServer, api_server_fixture, sluice_cli  # noqa: F401
+from tests.support.api import ApiServer, sluice_cli
 from tests.support.kafka_listener import (
     Pool,
     bind,

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from shared.db import connections
 from shared.db import events as event_repo
 from shared.db import instances as instance_repo
 from shared.db import replays as replay_repo
 from shared.db import triggers as trigger_repo
-from shared.embedded.kafka import EmbeddedKafka, create_topics
 from shared.models.replays import ReplayOut, ReplayRequest
 from shared.models.triggers import KafkaTriggerSpec
 from tests.integration.kafka_support import TopicFactory, producer

@@ -7,24 +7,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.dev.servers.s3 import EmbeddedS3
 from shared.db import events as event_repo
 from shared.db import instances as instance_repo
 from shared.db import replays as replay_repo
 from shared.db import triggers as trigger_repo
-from shared.embedded.s3 import EmbeddedS3
 from shared.models.replays import ReplayOut, ReplayRequest
 from shared.models.triggers import S3TriggerSpec
 from tests.factories import add_trigger, add_workflow, s3_trigger, workflow
-from tests.support.s3 import (  # noqa: F401 - fixtures
+from tests.support.s3 import (
     NotifiedBucket,
     Pool,
-    embedded_s3_fixture,
     eventually,
     listener_settings,
-    notified_bucket_fixture,
     running_listener,
-    s3_client_fixture,
-    sqs_client_fixture,
     wait_for_events,
 )
 
