@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from shared import metrics, trigger_set
+from shared import metrics
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Invalid
@@ -35,6 +35,7 @@ from shared.matching import match
 from shared.models.events import MAX_PAYLOAD_BYTES, AdmitResult, IncomingEvent, OutcomeOut
 from shared.models.instances import RunRequest
 from shared.models.workflows import WorkflowSpec
+from shared.trigger_set import current as current_triggers
 
 Q = load(__file__)
 log = structlog.get_logger("sluice.intake")
@@ -192,7 +193,7 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
     Candidates come from the in-memory trigger set (`shared.trigger_set`), checked current with
     one primary-key read per batch.
     """
-    watchers = await trigger_set.current(conn)
+    watchers = await current_triggers(conn)
     per_event = [watchers.to_evaluate(e) for e in events]
     trigger_ids = sorted({t.id for by_ws in per_event for ts in by_ws.values() for t in ts})
     published: dict[int, list[LoadedVersion]] = defaultdict(list)
