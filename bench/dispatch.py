@@ -10,7 +10,7 @@ than its concurrency in any sample. The same run measures the raw SKIP LOCKED cl
 raw bash spawn rate on the same database/machine and reports each figure as a ratio to it.
 
     python -m bench.dispatch [--instances 10000] [--replicas 1 4] [--modes noop shell]
-                             [--concurrency 256] [--slots 256]
+                             [--concurrency 256] [--slots 256] [--groups 1]
 """
 
 from __future__ import annotations
@@ -45,24 +45,35 @@ SELECT coalesce(max(n), 0) FROM (
 """
 
 
-async def enqueue(dsn: str, instances: int, code: str) -> None:
-    """One workflow, `instances` waiting instances with priorities cycling through 1..8."""
-    spec = WorkflowSpec.model_validate(
-        {
-            "name": "dispatch",
-            "type": "manual",
-            "nodes": [{"name": "n", "type": "shell", "code": code}],
-        }
-    )
+async def enqueue(dsn: str, instances: int, code: str, groups: int = 1) -> None:
+    """`instances` waiting instances with priorities cycling through 1..8, of one workflow, or
+    with `groups` > 1 of one workflow per resource group `g<i>`, taken in turn."""
     conn = await connect(dsn)
     try:
-        saved = await workflow_repo.save(conn, 1, spec, publish=True)
-        version = await workflow_repo.load_version(conn, saved.workflow.id, saved.version)
+        versions = []
+        for g in range(groups):
+            node: dict[str, Any] = {"name": "n", "type": "shell", "code": code}
+            if groups > 1:
+                node["resource_group"] = f"g{g}"
+                await conn.execute(
+                    "INSERT INTO resource_groups (name, slots) VALUES ($1, 32)", f"g{g}"
+                )
+            spec = WorkflowSpec.model_validate(
+                {
+                    "name": "dispatch" if groups == 1 else f"dispatch_g{g}",
+                    "type": "manual",
+                    "nodes": [node],
+                }
+            )
+            saved = await workflow_repo.save(conn, 1, spec, publish=True)
+            versions.append(
+                await workflow_repo.load_version(conn, saved.workflow.id, saved.version)
+            )
         cyctime = datetime.now(UTC)
         for start in range(0, instances, 1000):
             items = [
                 NewInstance(
-                    version=version,
+                    version=versions[i % groups],
                     kind="api",
                     cyctime=cyctime,
                     priority=PRIORITIES[i % len(PRIORITIES)],
@@ -144,7 +155,7 @@ async def run_one(
     server: str, mode: str, replicas: int, args: argparse.Namespace, log_dir: Path
 ) -> dict[str, Any]:
     async with fresh_database(server, f"sluice_bench_dispatch_{mode}_{replicas}") as dsn:
-        await enqueue(dsn, args.instances, CODE[mode])
+        await enqueue(dsn, args.instances, CODE[mode], args.groups)
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("UPDATE resource_groups SET slots = $1", args.slots)
@@ -170,6 +181,7 @@ async def run_one(
         "replicas": replicas,
         "instances": args.instances,
         "slots": args.slots,
+        "groups": args.groups,
         "concurrency": args.concurrency,
         **result,
         "wall_s_including_startup": round(wall, 3),
@@ -208,6 +220,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", choices=sorted(CODE), default=["noop", "shell"])
     parser.add_argument("--concurrency", type=int, default=256, help="per executor")
     parser.add_argument("--slots", type=int, default=256, help="of every resource group")
+    parser.add_argument(
+        "--groups", type=int, default=1, help="resource groups the instances are spread over"
+    )
     parser.add_argument("--timeout", type=float, default=600)
     return parser.parse_args(argv)
 

@@ -10,7 +10,9 @@ One JSON line per (mix, trigger count):
 - `us_per_event`: wall time of `admit_batch` per event (dedup, audit, instance and node rows);
 - `index_us_per_event`: finding the candidates with `shared.matching.TriggerIndex` alone;
 - `outcomes_per_event`: audit outcome rows stored per event;
-- `instances_per_event`: must be 1 (every event matched exactly one bound trigger).
+- `instances_per_event`: must be 1 (every event matched exactly one bound trigger);
+- `trigger_set_load_ms`: loading and indexing every trigger once after they were created
+  (intake does it once per trigger change, not per event, so it is timed apart).
 
 A `scale_summary` line per mix gives the ratio of the largest to the smallest trigger count
 (target: flat within 2x).
@@ -31,6 +33,7 @@ import asyncpg
 
 from bench.common import emit, fresh_database, postgres_server
 from services.kafka_listener.records import to_event
+from shared import trigger_set
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.pool import create_pool
@@ -191,10 +194,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 pool = await create_pool(dsn, max_size=2)
                 try:
                     specs = await create_triggers(pool, count)
+                    started = time.perf_counter()
+                    async with pool.acquire() as conn:
+                        await trigger_set.current(conn)
+                    load_ms = round((time.perf_counter() - started) * 1000, 1)
                     for m, mix in enumerate(MIXES):
                         result = await measure(
                             pool, specs, mix, count, events, args.batch, m * 10**6
                         )
+                        result["trigger_set_load_ms"] = load_ms
                         emit(result)
                         results.append(result)
                 finally:

@@ -32,12 +32,11 @@ from shared.db.pool import Connection, Executor, acquire, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
 from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
-from shared.kafka.cluster import cluster_of
 from shared.matching import match
 from shared.models.events import MAX_PAYLOAD_BYTES, AdmitResult, IncomingEvent, OutcomeOut
 from shared.models.instances import RunRequest
-from shared.models.triggers import KafkaTriggerSpec
 from shared.models.workflows import WorkflowSpec
+from shared.trigger_set import current as current_triggers
 
 Q = load(__file__)
 log = structlog.get_logger("sluice.intake")
@@ -191,15 +190,14 @@ def _log(record: _Record, outcomes: list[OutcomeOut]) -> None:
 
 
 async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[_Record]]:
-    """Match every event against its candidate triggers (pure work after two queries)."""
-    by_source: dict[str, set[str]] = defaultdict(set)
-    for e in events:
-        by_source[e.source].add(e.subject)
-    candidates: dict[tuple[str, str], list[trigger_repo.CandidateTrigger]] = defaultdict(list)
-    for source, subjects in by_source.items():
-        for t in await trigger_repo.candidates(conn, source, sorted(subjects)):
-            candidates[(source, t.subject)].append(t)
-    trigger_ids = [t.id for ts in candidates.values() for t in ts]
+    """Match every event against its candidate triggers (pure work after two queries).
+
+    Candidates come from the in-memory trigger set (`shared.trigger_set`), checked current with
+    one primary-key read per batch.
+    """
+    watchers = await current_triggers(conn)
+    per_event = [watchers.to_evaluate(e) for e in events]
+    trigger_ids = sorted({t.id for by_ws in per_event for ts in by_ws.values() for t in ts})
     published: dict[int, list[LoadedVersion]] = defaultdict(list)
     blocked: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
     if trigger_ids:
@@ -237,17 +235,7 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
                 blocked[draft].append((w["name"], "unpublished", detail))
     default_ws: int | None = None
     out: list[list[_Record]] = []
-    for event in events:
-        triggers = candidates.get((event.source, event.subject), [])
-        if event.source == "kafka":
-            # A topic name means a topic of the cluster the event was read from.
-            triggers = [t for t in triggers if _cluster(t) == event.cluster]
-        if event.replay is not None:
-            # A replay re-reads a source for one trigger; the others saw these records live.
-            triggers = [t for t in triggers if t.id == event.replay.trigger_id]
-        by_ws: dict[int, list[trigger_repo.CandidateTrigger]] = defaultdict(list)
-        for t in triggers:
-            by_ws[t.workspace_id].append(t)
+    for event, by_ws in zip(events, per_event, strict=True):
         if not by_ws:
             if default_ws is None:
                 default_ws = await _default_workspace(conn)
@@ -269,19 +257,28 @@ async def _evaluate(conn: Connection, events: list[IncomingEvent]) -> list[list[
                 record.outcomes.append(
                     _Outcome(None, None, None, "invalid", event.error or "event has no message")
                 )
+            elif not ws_triggers:
+                # Many triggers watch this source and none can match: one summary row; each
+                # trigger's own reason is worked out when the event is read.
+                record.outcomes.append(
+                    _Outcome(
+                        None,
+                        None,
+                        None,
+                        "filtered",
+                        f"none of the {watchers.watching(event, ws_id)} triggers on "
+                        f"{event.subject!r} can match this event; read the event for each "
+                        "trigger's reason",
+                    )
+                )
             else:
-                for t in sorted(ws_triggers, key=lambda t: t.name):
+                for t in ws_triggers:
                     record.pending.extend(
                         _evaluate_trigger(record, t, published[t.id], blocked[t.id])
                     )
             records.append(record)
         out.append(records)
     return out
-
-
-def _cluster(t: trigger_repo.CandidateTrigger) -> str | None:
-    connection = t.spec.connection if isinstance(t.spec, KafkaTriggerSpec) else None
-    return cluster_of(t.workspace_id, connection)
 
 
 def _evaluate_trigger(

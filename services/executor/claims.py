@@ -2,9 +2,10 @@
 
 Dispatch order: effective priority DESC, weight DESC, instance created_at ASC, node id
 ASC, per resource group; across groups the same order decides which claims this executor takes.
-Contract 5: claims are serialized by a transaction-scoped advisory lock and the claiming statement
-counts running nodes with a snapshot taken after that lock, so however many replicas claim, a
-group never runs more nodes than its slots. `FOR UPDATE SKIP LOCKED` keeps a claim from waiting
+Contract 5: claims of one resource group are serialized by a transaction-scoped advisory lock of
+that group and the claiming statement counts running nodes with a snapshot taken after those
+locks, so however many replicas claim, a group never runs more nodes than its slots; claims of
+different groups run side by side. `FOR UPDATE SKIP LOCKED` keeps a claim from waiting
 on rows a terminate or rerun is changing.
 """
 
@@ -23,8 +24,9 @@ from shared.models.common import Record
 from shared.params.resolution import WorkflowType
 
 Q = load(__file__)
-# Arbitrary constants naming the executor's advisory locks ("sluice" + purpose).
-CLAIM_LOCK = 0x736C_7569_6365_0001
+# Arbitrary constants naming the executor's advisory locks ("sluice" + purpose); claim locks
+# are (class, hash of the resource group's name).
+CLAIM_LOCK_CLASS = 0x736C_0001
 ADMISSION_LOCK = 0x736C_7569_6365_0002
 
 
@@ -71,15 +73,40 @@ async def claim_nodes(
     `free` is what this process can start now; `concurrency` is checked again in SQL against the
     nodes the database says this executor runs.
     """
+    claimed, _ = await claim_nodes_detail(
+        conn, executor_id, lease_s=lease_s, free=free, concurrency=concurrency, batch=batch
+    )
+    return claimed
+
+
+async def claim_nodes_detail(
+    conn: Connection,
+    executor_id: str,
+    *,
+    lease_s: float,
+    free: int,
+    concurrency: int,
+    batch: int,
+) -> tuple[list[ClaimedNode], bool]:
+    """`claim_nodes`, and whether a group was skipped because another replica was claiming
+    from it (its ready nodes may still be there: worth another claim soon)."""
     if free <= 0:
-        return []
+        return [], False
     async with conn.transaction():
-        await conn.execute(Q["lock_claims"], CLAIM_LOCK)
+        tried = await conn.fetch(Q["lock_claims"], CLAIM_LOCK_CLASS)
+        groups = [str(r["name"]) for r in tried if r["locked"]]
+        skipped = len(groups) < len(tried)
+        if not groups and tried:
+            first = str(tried[0]["name"])
+            await conn.execute(Q["wait_claim_lock"], CLAIM_LOCK_CLASS, first)
+            groups = [first]
+        if not groups:
+            return [], False
         rows = await conn.fetch(
-            Q["claim_nodes"], executor_id, float(lease_s), free, concurrency, batch
+            Q["claim_nodes"], executor_id, float(lease_s), free, concurrency, batch, groups
         )
         await enqueue_node_events(conn, [(int(r["node_id"]), "start", None) for r in rows])
-    return [ClaimedNode(**dict(r)) for r in rows]
+    return [ClaimedNode(**dict(r)) for r in rows], skipped
 
 
 async def unknown_groups(conn: Connection) -> list[str]:

@@ -1,12 +1,37 @@
 -- name: lock_claims
--- Claims are serialized across replicas by one transaction-scoped advisory lock, taken in its own
--- statement: the claim statement that follows gets a snapshot taken after the previous claimer
--- committed, so the running counts it subtracts from slots are never stale upward.
-SELECT pg_advisory_xact_lock($1);
+-- A claim locks only the resource groups it takes from, each by a transaction-scoped advisory
+-- lock ($1: the lock class, the group's name hash). Here: every group with ready nodes whose lock
+-- is free now, tried in name order; a group another replica is claiming from right now is
+-- skipped (`locked` false) rather than waited for. Taken in their own statement: the claim
+-- statement that follows gets a snapshot taken after the previous claimer of each locked group
+-- committed, so the running counts it subtracts from their slots are never stale upward. Ready
+-- groups are found by skipping through the ready index one group at a time.
+WITH RECURSIVE ready_groups(name) AS (
+    (SELECT resource_group FROM node_instances WHERE state = 'ready'
+     ORDER BY resource_group, priority DESC, weight DESC, instance_created_at, id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT n.resource_group FROM node_instances n
+            WHERE n.state = 'ready' AND n.resource_group > g.name
+            ORDER BY n.resource_group, n.priority DESC, n.weight DESC, n.instance_created_at, n.id
+            LIMIT 1)
+    FROM ready_groups g WHERE g.name IS NOT NULL
+),
+ordered AS (
+    -- OFFSET 0 keeps the sort below the locking projection: locks are tried in this order.
+    SELECT r.name FROM ready_groups r JOIN resource_groups g ON g.name = r.name
+    ORDER BY r.name OFFSET 0
+)
+SELECT name, pg_try_advisory_xact_lock($1::int, hashtext(name)) AS locked FROM ordered;
+
+-- name: wait_claim_lock
+-- Every ready group is being claimed from by another replica: wait for one of them (holding no
+-- other claim lock, so no cycle can form).
+SELECT pg_advisory_xact_lock($1::int, hashtext($2));
 
 -- name: claim_nodes
 -- $1 executor id, $2 lease seconds, $3 nodes this process can start now, $4 its concurrency,
--- $5 batch cap. Free slots of every resource group and of this executor are decided here.
+-- $5 batch cap, $6 the resource groups locked for this claim (only those are claimed from).
+-- Free slots of those groups and of this executor are decided here.
 WITH running AS (
     SELECT resource_group, count(*) AS n,
            count(*) FILTER (WHERE executor = $1) AS mine
@@ -20,6 +45,7 @@ budget AS (
 groups AS (
     SELECT g.name, GREATEST(g.slots - coalesce(r.n, 0), 0) AS free
     FROM resource_groups g LEFT JOIN running r ON r.resource_group = g.name
+    WHERE g.name = ANY($6::text[])
 ),
 -- Aging (policy.aging_s): `priority` below is the aging rank (place on the priority ladder plus
 -- the intervals waited, see migration 0014). It only ever raises a row, so the head of each group

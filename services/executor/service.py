@@ -33,7 +33,12 @@ import structlog
 
 from services.executor import metrics as executor_metrics
 from services.executor.attempts import RunningAttempt, execute
-from services.executor.claims import ClaimedNode, claim_nodes, load_specs, unknown_groups
+from services.executor.claims import (
+    ClaimedNode,
+    claim_nodes_detail,
+    load_specs,
+    unknown_groups,
+)
 from services.executor.config import ExecutorConfig
 from services.executor.errors import TRANSIENT
 from services.executor.leases import (
@@ -67,6 +72,9 @@ log = structlog.get_logger("sluice.executor")
 
 _SPEC_CACHE = 512
 _BACKOFF_S = 1.0
+# A claim that skipped a group another replica was claiming from looks again this soon (a claim
+# transaction takes about a millisecond), unless a NOTIFY comes first.
+_SKIPPED_RETRY_S = 0.005
 _TERMINATED_MEMORY_S = 60.0
 
 
@@ -123,12 +131,13 @@ class Executor:
         config = self.config
         while not stop.is_set():
             self._wake.clear()
+            skipped = False
             try:
                 progressed = await self._admit() if self._admission_due else False
                 free = config.concurrency - len(self._attempts)
                 if free > 0:
                     want = min(free, config.claim_batch)
-                    claimed = await self._claim(want)
+                    claimed, skipped = await self._claim(want)
                     progressed = progressed or len(claimed) == want
             except TRANSIENT as exc:
                 log.warning("dispatch_failed", error=str(exc))
@@ -136,7 +145,12 @@ class Executor:
                 continue
             if progressed:
                 continue
-            await first_set(stop, self._wake, wait_s=config.poll_interval_s)
+            # A group skipped while another replica claimed from it may still hold ready nodes
+            # that replica left: look again as soon as its claim is likely done.
+            wait_s = _SKIPPED_RETRY_S if skipped else config.poll_interval_s
+            await first_set(stop, self._wake, wait_s=wait_s)
+            if skipped:
+                continue
             if not self._wake.is_set():
                 # Polling fallback: a missed NOTIFY or a retry whose delay has passed.
                 self._admission_due = True
@@ -150,11 +164,11 @@ class Executor:
             log.debug("instances_promoted", count=len(promoted))
         return bool(promoted)
 
-    async def _claim(self, want: int) -> list[ClaimedNode]:
+    async def _claim(self, want: int) -> tuple[list[ClaimedNode], bool]:
         config = self.config
         sent = time.monotonic()
         async with self._pool.acquire() as conn:
-            claimed = await claim_nodes(
+            claimed, skipped = await claim_nodes_detail(
                 conn,
                 config.executor_id,
                 lease_s=config.lease_s,
@@ -168,7 +182,7 @@ class Executor:
                     self._remember(key, spec)
         for c in claimed:
             self._start(c, sent)
-        return claimed
+        return claimed, skipped
 
     def _remember(self, key: tuple[int, int], raw: dict[str, Any]) -> None:
         spec = WorkflowSpec.model_validate(raw)

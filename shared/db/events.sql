@@ -25,3 +25,10 @@ FROM event_outcomes WHERE event_id = ANY($1::bigint[]) ORDER BY event_id, seq;
 
 -- name: prune_admissions
 DELETE FROM admissions WHERE created_at < now() - make_interval(days => $1);
+
+-- name: watching_triggers
+-- A workspace's triggers on an event's topic / bucket that existed when it arrived: those with
+-- no stored verdict (not index candidates, DESIGN.md 7.1) are explained when the event is read.
+SELECT name, enabled, spec FROM triggers
+WHERE workspace_id = $1 AND type = $2 AND subject = $3 AND created_at <= $4
+ORDER BY name;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from pydantic import TypeAdapter
 
@@ -102,12 +103,29 @@ async def delete(conn: Connection, workspace_id: int, name: str) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, trigger.type)
 
 
-async def candidates(conn: Connection, source: str, subjects: list[str]) -> list[CandidateTrigger]:
-    """Triggers of any workspace watching one of these topics / buckets."""
-    rows = await conn.fetch(Q["candidate_triggers"], source, subjects)
-    return [
-        CandidateTrigger(**{**dict(r), "spec": SPEC_ADAPTER.validate_python(r["spec"])})
+async def generation(conn: Connection) -> UUID:
+    """The current version of the trigger set; it changes in the transaction of any change."""
+    token: UUID = await conn.fetchval(Q["trigger_generation"])
+    return token
+
+
+async def load_all(conn: Connection) -> tuple[UUID, list[CandidateTrigger]]:
+    """Every trigger and the generation they are of, from one snapshot."""
+    rows = await conn.fetch(Q["all_triggers"])
+    token: UUID = rows[0]["token"]
+    return token, [
+        CandidateTrigger(
+            id=r["id"],
+            workspace_id=r["workspace_id"],
+            name=r["name"],
+            type=r["type"],
+            subject=r["subject"],
+            enabled=r["enabled"],
+            spec=SPEC_ADAPTER.validate_python(r["spec"]),
+            created_at=r["created_at"],
+        )
         for r in rows
+        if r["id"] is not None
     ]
 
 

@@ -23,12 +23,17 @@ SELECT name FROM workflows WHERE trigger_id = $1 OR draft_trigger_id = $1 ORDER 
 -- name: delete_trigger
 DELETE FROM triggers WHERE workspace_id = $1 AND name = $2 RETURNING id;
 
--- name: candidate_triggers
--- Every trigger (enabled or not) watching these subjects: intake explains disabled ones too.
-SELECT id, workspace_id, name, type, subject, enabled, spec, created_at
-FROM triggers WHERE type = $1 AND subject = ANY($2::text[]);
-
 -- name: enabled_subjects
 -- What the listeners subscribe to, with the earliest creation time per subject.
 SELECT subject, min(created_at) AS created_at
 FROM triggers WHERE type = $1 AND enabled GROUP BY subject ORDER BY subject;
+
+-- name: trigger_generation
+-- The version of the trigger set (migration 0019): intake reloads its index when it changes.
+SELECT token FROM trigger_generation;
+
+-- name: all_triggers
+-- Every trigger with the generation they belong to, read in one statement (one snapshot).
+SELECT g.token, t.id, t.workspace_id, t.name, t.type, t.subject, t.enabled, t.spec, t.created_at
+FROM trigger_generation g LEFT JOIN triggers t ON true
+ORDER BY t.id;
