@@ -43,7 +43,7 @@ from services.notifier.outbox import (
 )
 from services.notifier.templates import MessageContext, render
 from shared.db import connections as connection_repo
-from shared.db.errors import NotFound
+from shared.db.errors import TRANSIENT, NotFound
 from shared.db.notifications import CHANNEL, enqueue_sla_misses
 from shared.db.pool import connect, create_pool
 from shared.lifecycle import wait_any
@@ -52,17 +52,7 @@ from shared.secret_box import SecretBox
 from shared.settings import Settings
 
 log = structlog.get_logger("sluice.notifier")
-# A stopping server answers "shutting down" (CannotConnectNow, AdminShutdown), and a connection
-# cut mid-statement can surface as asyncpg's InternalClientError: all pass when it is back.
-_TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InternalClientError,
-)
+_TRANSIENT = TRANSIENT
 _RELISTEN_S = 1.0
 EVENT_STATES = {
     "start": "running",

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from shared.db.errors import TRANSIENT
 from shared.db.pool import Connection, connect
 from shared.db.queries import load
 from shared.db.triggers import workflow_subject
@@ -29,7 +30,7 @@ log = structlog.get_logger("sluice.scheduler.completions")
 
 CHANNEL = "sluice_workflow_finishes"
 BATCH = 100
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_TRANSIENT = TRANSIENT
 _RETRY_S = 1.0
 
 

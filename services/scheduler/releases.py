@@ -15,11 +15,12 @@ import asyncpg
 import structlog
 
 from shared.db.dependencies import release_missed
+from shared.db.errors import TRANSIENT
 from shared.lifecycle import wait_any
 
 log = structlog.get_logger("sluice.scheduler.releases")
 WINDOW_S = 3600.0
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_TRANSIENT = TRANSIENT
 
 
 async def serve_releases(pool: asyncpg.Pool[Any], stop: asyncio.Event, *, poll_s: float) -> None:

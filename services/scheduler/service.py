@@ -33,6 +33,7 @@ from shared import metrics
 from shared.db import events as event_repo
 from shared.db import idempotency_keys
 from shared.db import workflows as workflow_repo
+from shared.db.errors import TRANSIENT
 from shared.db.instances import Created, NewInstance, create_instances
 from shared.db.pool import connect, create_pool
 from shared.db.queries import load
@@ -45,16 +46,7 @@ Q = load(__file__)
 log = structlog.get_logger("sluice.scheduler")
 
 Clock = Callable[[], datetime]
-# A stopping server answers "shutting down" (CannotConnectNow, AdminShutdown), and a connection
-# cut mid-statement can surface as asyncpg's InternalClientError: all pass when it is back.
-_TRANSIENT = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InternalClientError,
-)
+_TRANSIENT = TRANSIENT
 # Sleeping exactly until a fire time can wake a hair early and find nothing due yet.
 _WAKE_MARGIN_S = 0.001
 _RETRY_S = 1.0

@@ -16,10 +16,11 @@ import asyncpg
 import structlog
 
 from shared.db import coalesce_windows
+from shared.db.errors import TRANSIENT
 from shared.lifecycle import wait_any
 
 log = structlog.get_logger("sluice.scheduler.windows")
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_TRANSIENT = TRANSIENT
 # Windows closed per transaction: a long backlog is closed in several short transactions.
 BATCH = 100
 # A window that opens while the loop sleeps is seen after at most this long.

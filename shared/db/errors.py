@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+import asyncpg
+
+# What an outage of PostgreSQL looks like to a loop that should wait it out: a stopping server
+# answers "shutting down" (CannotConnectNow, AdminShutdown), a connection cut mid-statement can
+# surface as asyncpg's InternalClientError, and a refused connection as OSError.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+)
+
 
 class NotFound(LookupError):
     """A named object does not exist (in this workspace)."""
