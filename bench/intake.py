@@ -48,6 +48,7 @@ from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.pool import create_pool
 from shared.intake import admit_batch
+from shared.logging import configure as configure_logging
 from shared.models.events import MAX_PAYLOAD_BYTES
 from shared.models.triggers import KafkaTriggerSpec
 from shared.models.workflows import WorkflowSpec
@@ -325,6 +326,9 @@ async def outcome_counts(pool: asyncpg.Pool[Any]) -> dict[str, int]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    # `admit_batch` runs in this process: log as the listener does, not to an unconfigured
+    # console renderer (which made a line per event cost more than admitting it).
+    configure_logging("json", args.log_level)
     logs = Path(tempfile.mkdtemp(prefix="sluice-bench-logs-"))
     note(f"service logs: {logs}")
     async with (

@@ -12,10 +12,10 @@ Contract 3 is the caller's: acknowledge the source only after this returns.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from logging import INFO
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,7 +28,7 @@ from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.errors import Invalid
 from shared.db.instances import Created, NewInstance, create_instances
-from shared.db.pool import Connection, Executor, acquire, next_ids
+from shared.db.pool import Connection, Executor, acquire, json_text, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
 from shared.dedup import DedupError, dedup_key, legacy_kafka_key, same_record
@@ -65,6 +65,8 @@ class _Record:
     platform_only: bool = False
     # A replayed record: the event that admitted it first, if any.
     replay_of: int | None = None
+    # The message as stored (JSON text), for the instances it creates; None when truncated.
+    message_json: str | None = None
 
 
 @dataclass
@@ -78,36 +80,21 @@ class _Pending:
     outcome: _Outcome
 
 
-def _text_size(value: Any, budget: int) -> int:
-    """Characters held by the strings of a JSON value, counting stops past `budget`."""
-    if isinstance(value, str):
-        return len(value)
-    total = 0
-    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for item in items:
-        if isinstance(item, tuple):
-            total += len(item[0]) + _text_size(item[1], budget - total)
-        else:
-            total += _text_size(item, budget - total)
-        if total > budget:
-            break
-    return total + 8
-
-
-def _payload(event: IncomingEvent) -> tuple[Any, bool]:
-    """The audit copy of a payload: over 1 MiB it is stored as a truncated string, flagged."""
+def _payload(event: IncomingEvent) -> tuple[str | None, bool]:
+    """The audit copy of a payload as JSON text: over 1 MiB it is stored as a truncated string,
+    flagged. Encoded once here; the same text goes into the event's instances."""
     value: Any = event.message if event.message is not None else event.raw
     if value is None:
         return None, False
-    # Serializing every payload just to measure it doubles the JSON work of intake: only
-    # payloads whose strings alone come near the limit are measured exactly.
-    if _text_size(value, MAX_PAYLOAD_BYTES // 8) <= MAX_PAYLOAD_BYTES // 8:
-        return value, False
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    if len(text.encode("utf-8", "surrogatepass")) <= MAX_PAYLOAD_BYTES:
-        return value, False
-    head = text.encode("utf-8", "surrogatepass")[:MAX_PAYLOAD_BYTES].decode("utf-8", "ignore")
-    return head, True
+    text = json_text(value)
+    # A character takes at most 4 bytes in UTF-8: only long texts need their bytes counted.
+    if len(text) * 4 <= MAX_PAYLOAD_BYTES:
+        return text, False
+    raw = value if isinstance(value, str) else text
+    encoded = raw.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_PAYLOAD_BYTES:
+        return text, False
+    return json_text(encoded[:MAX_PAYLOAD_BYTES].decode("utf-8", "ignore")), True
 
 
 async def _default_workspace(conn: Connection) -> int:
@@ -139,6 +126,7 @@ async def _admit_in(conn: Connection, events: list[IncomingEvent]) -> list[list[
     results = []
     received: Counter[str] = Counter(e.source for e in events)
     outcome_counts: Counter[str] = Counter()
+    logging = log.is_enabled_for(INFO)
     for recs in records_per_event:
         out = []
         for r in recs:
@@ -154,7 +142,8 @@ async def _admit_in(conn: Connection, events: list[IncomingEvent]) -> list[list[
             ]
             outcome_counts.update(o.outcome for o in outcomes)
             out.append(AdmitResult(event_id=r.id, workspace_id=r.workspace_id, outcomes=outcomes))
-            _log(r, outcomes)
+            if logging:
+                _log(r, outcomes)
         results.append(out)
     # One labelled increment per batch: a labels() lookup per event costs more than the event.
     for source, n in received.items():
@@ -322,6 +311,8 @@ async def _insert_events(conn: Connection, records: list[_Record]) -> None:
         r.id = rid
         payload, truncated = _payload(r.event)
         e = r.event
+        if e.message is not None and not truncated:
+            r.message_json = payload
         row = (
             rid,
             r.workspace_id,
@@ -377,6 +368,7 @@ async def _admit_pending(conn: Connection, pending: list[_Pending]) -> None:
                         kind="triggered" if p.record.event.replay is None else "replay",
                         cyctime=p.record.event.received_at,
                         trigger_message=p.record.event.message,
+                        trigger_message_json=p.record.message_json,
                         event_id=p.record.id,
                         admission_id=hit[0],
                     ),

@@ -1,8 +1,13 @@
 -- name: insert_events
 INSERT INTO events (id, workspace_id, source, subject, ref, received_at, payload,
                     payload_truncated, error, platform_only)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::jsonb[], $8::bool[], $9::text[], $10::bool[]);
+-- Payloads arrive as JSON text: intake encodes each once, for the event and its instances.
+SELECT t.id, t.workspace_id, t.source, t.subject, t.ref, t.received_at, t.payload::jsonb,
+       t.payload_truncated, t.error, t.platform_only
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+            $6::timestamptz[], $7::text[], $8::bool[], $9::text[], $10::bool[])
+     AS t(id, workspace_id, source, subject, ref, received_at, payload, payload_truncated, error,
+          platform_only);
 
 -- name: insert_outcomes
 INSERT INTO event_outcomes (event_id, seq, trigger_id, trigger_name, workflow_name, outcome,

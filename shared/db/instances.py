@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.db import dependencies
 from shared.db.errors import NotFound
-from shared.db.pool import Connection, Executor, next_ids
+from shared.db.pool import Connection, Executor, json_text, next_ids
 from shared.db.queries import load
 from shared.db.workflows import LoadedVersion
 from shared.lanes import lane_value
@@ -43,6 +43,9 @@ class NewInstance:
     rerun_of: int | None = None
     # An id reserved beforehand (a coalescing window names its instance before it exists).
     id: int | None = None
+    # `trigger_message` as JSON text when the caller has encoded it already (intake encodes
+    # each event once, for the event row and its instances).
+    trigger_message_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,16 @@ async def _overflow_states(
     return states, reasons, replaced
 
 
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json_text(value)
+
+
+def _message_json(item: NewInstance) -> str | None:
+    if item.trigger_message_json is not None:
+        return item.trigger_message_json
+    return _json_or_null(item.trigger_message)
+
+
 def _lane(item: NewInstance, instance_id: int) -> str | None:
     spec = item.version.spec
     if spec.policy.lane is None:
@@ -139,8 +152,8 @@ async def create_instances(
             item.priority if item.priority is not None else spec.policy.priority,
             item.cyctime,
             item.bizdate,
-            item.parameters,
-            item.trigger_message,
+            "{}" if item.parameters == {} else _json_or_null(item.parameters),
+            _message_json(item),
             item.event_id,
             item.admission_id,
             item.run_key,
@@ -192,7 +205,12 @@ async def create_instances(
                     spec=item.version.spec,
                 )
                 for index, (iid, item) in enumerate(zip(ids, items, strict=True))
-                if iid in inserted and states[index] == "waiting"
+                # Filtered before building the records: each one validates its spec again,
+                # which for a batch of event instances cost more than inserting them.
+                if iid in inserted
+                and states[index] == "waiting"
+                and item.kind in dependencies.WAITING_KINDS
+                and item.version.spec.depends_on
             ],
         )
         if notify:

@@ -1,14 +1,16 @@
 -- name: insert_instances
+-- Parameters and trigger messages arrive as JSON text (see `create_instances`).
 INSERT INTO instances (id, workspace_id, workflow_id, version, kind, state, priority,
                        queue_priority, cyctime, bizdate, parameters, trigger_message, event_id,
                        admission_id, run_key, backfill_id, rerun_of, reason, aging_s, lane,
                        finished_at)
 SELECT t.id, t.workspace_id, t.workflow_id, t.version, t.kind, t.state, t.priority,
-       t.queue_priority, t.cyctime, t.bizdate, t.parameters, t.trigger_message, t.event_id,
+       t.queue_priority, t.cyctime, t.bizdate, t.parameters::jsonb, t.trigger_message::jsonb,
+       t.event_id,
        t.admission_id, t.run_key, t.backfill_id, t.rerun_of, t.reason, t.aging_s, t.lane,
        CASE WHEN t.state = 'cancelled' THEN now() END
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-            $7::int[], $8::int[], $9::timestamptz[], $10::date[], $11::jsonb[], $12::jsonb[],
+            $7::int[], $8::int[], $9::timestamptz[], $10::date[], $11::text[], $12::text[],
             $13::bigint[], $14::bigint[], $15::text[], $16::bigint[], $17::bigint[], $18::text[],
             $19::float8[], $20::text[])
      AS t(id, workspace_id, workflow_id, version, kind, state, priority, queue_priority, cyctime,

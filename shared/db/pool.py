@@ -36,6 +36,10 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+# Statements that take JSON as text (encoded once, used for several columns) encode it the same.
+json_text = _dumps
+
+
 async def init_connection(conn: asyncpg.Connection[Any]) -> None:
     """Decode json/jsonb to Python values on every connection of the pool."""
     for typename in ("json", "jsonb"):
