@@ -22,13 +22,16 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import structlog
+from pydantic import BaseModel, ValidationError
 
 from shared.backpressure import Backpressure
 from shared.db import replays as replay_repo
+from shared.db import triggers as trigger_repo
+from shared.db.errors import NotFound
 from shared.db.pool import Executor, connect
 from shared.intake import admit_batch
 from shared.lifecycle import wait_any
@@ -41,8 +44,27 @@ HELD_WAIT_S = 1.0
 """How often a replay held back by `policy.max_waiting` looks again."""
 
 
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
 class ReplayError(Exception):
     """A replay that cannot be carried out; the message is shown on the job, naming the cause."""
+
+
+async def replayed_trigger(
+    pool: Executor, job: ReplayJob, kind: str, spec_type: type[SpecT]
+) -> SpecT:
+    """The job's `kind` trigger as it is now; ReplayError when gone, replaced or invalid."""
+    try:
+        trigger = await trigger_repo.get(pool, job.workspace_id, job.trigger_name)
+    except NotFound:
+        raise ReplayError(f"trigger {job.trigger_name!r} no longer exists") from None
+    if trigger.id != job.trigger_id or trigger.type != kind:
+        raise ReplayError(f"trigger {job.trigger_name!r} was replaced since the request")
+    try:
+        return spec_type.model_validate(trigger.spec)
+    except ValidationError as exc:
+        raise ReplayError(f"trigger {job.trigger_name!r} is invalid: {exc}") from None
 
 
 class LostClaim(Exception):

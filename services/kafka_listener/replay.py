@@ -19,11 +19,9 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 
 from services.kafka_listener.records import to_event
 from shared.db import connections
-from shared.db import triggers as trigger_repo
 from shared.db.errors import NotFound
 from shared.db.pool import Executor
 from shared.kafka.cluster import KafkaConnectionError, cluster_of, connection_settings
@@ -32,7 +30,7 @@ from shared.kafka.offsets import start_offset
 from shared.models.events import IncomingEvent
 from shared.models.replays import ReplayJob
 from shared.models.triggers import KafkaTriggerSpec
-from shared.replays import Feed, ReplayError
+from shared.replays import Feed, ReplayError, replayed_trigger
 from shared.secret_box import SecretBox
 from shared.settings import KafkaSettings
 
@@ -61,7 +59,7 @@ class KafkaReplayer:
         self._idle_timeout_s = idle_timeout_s
 
     async def __call__(self, job: ReplayJob, feed: Feed) -> None:
-        spec = await self._trigger(job)
+        spec = await replayed_trigger(self._pool, job, "kafka", KafkaTriggerSpec)
         cluster = cluster_of(job.workspace_id, spec.connection)
         kafka = await self._cluster_settings(job, spec)
         options = client_options(kafka)
@@ -138,18 +136,6 @@ class KafkaReplayer:
                 raise ReplayError(_waiting(todo, self._idle_timeout_s))
         consumer.unsubscribe()
         return {tp: (b.start, ends[tp]) for tp, b in bounds.items()}, sum(counts.values())
-
-    async def _trigger(self, job: ReplayJob) -> KafkaTriggerSpec:
-        try:
-            trigger = await trigger_repo.get(self._pool, job.workspace_id, job.trigger_name)
-        except NotFound:
-            raise ReplayError(f"trigger {job.trigger_name!r} no longer exists") from None
-        if trigger.id != job.trigger_id or trigger.type != "kafka":
-            raise ReplayError(f"trigger {job.trigger_name!r} was replaced since the request")
-        try:
-            return KafkaTriggerSpec.model_validate(trigger.spec)
-        except ValidationError as exc:
-            raise ReplayError(f"trigger {job.trigger_name!r} is invalid: {exc}") from None
 
     async def _cluster_settings(self, job: ReplayJob, spec: KafkaTriggerSpec) -> KafkaSettings:
         if spec.connection is None:

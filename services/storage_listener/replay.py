@@ -14,17 +14,14 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
-from pydantic import ValidationError
 
 from services.storage_listener.events import record_event
 from services.storage_listener.formats import object_created_message
-from shared.db import triggers as trigger_repo
-from shared.db.errors import NotFound
 from shared.db.pool import Executor
 from shared.matching import glob_match, literal_prefix
 from shared.models.replays import ReplayJob
 from shared.models.triggers import S3TriggerSpec
-from shared.replays import Feed, ReplayError
+from shared.replays import Feed, ReplayError, replayed_trigger
 
 log = structlog.get_logger("sluice.storage_listener.replay")
 
@@ -41,7 +38,7 @@ class S3Replayer:
         self._page_size = page_size
 
     async def __call__(self, job: ReplayJob, feed: Feed) -> None:
-        spec = await self._trigger(job)
+        spec = await replayed_trigger(self._pool, job, "s3", S3TriggerSpec)
         start, end = job.range_from, job.range_to
         if not isinstance(start, datetime) or not isinstance(end, datetime):
             raise ReplayError("from: S3 replays take times, not offset maps")
@@ -65,18 +62,6 @@ class S3Replayer:
                     for item in objects[i : i + BATCH]
                 ]
             )
-
-    async def _trigger(self, job: ReplayJob) -> S3TriggerSpec:
-        try:
-            trigger = await trigger_repo.get(self._pool, job.workspace_id, job.trigger_name)
-        except NotFound:
-            raise ReplayError(f"trigger {job.trigger_name!r} no longer exists") from None
-        if trigger.id != job.trigger_id or trigger.type != "s3":
-            raise ReplayError(f"trigger {job.trigger_name!r} was replaced since the request")
-        try:
-            return S3TriggerSpec.model_validate(trigger.spec)
-        except ValidationError as exc:
-            raise ReplayError(f"trigger {job.trigger_name!r} is invalid: {exc}") from None
 
     async def _list(
         self, spec: S3TriggerSpec, start: datetime, end: datetime, limit: int, feed: Feed
