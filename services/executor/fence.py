@@ -248,30 +248,31 @@ class _Fence:
         return True
 
     def read_control(self) -> str | None:
-        """Apply renewals; return 'gone' on EOF, 'stop' on a stop request, else None."""
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return None
-        if not data:
-            return "gone"
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            if line.startswith(b"D "):
-                try:
-                    self.deadline = float(line[2:])
-                except ValueError:
-                    pass
-            elif line.strip() == b"T":
-                return "stop"
-            elif line.startswith(b"C "):
-                try:
-                    address, pid, secret = line[2:].decode().split()
-                    self.cancel_target = (address, int(pid), int(secret))
-                except ValueError:
-                    pass
-        return None
+        """Apply everything waiting in the control pipe; return 'gone' on EOF, 'stop' on a
+        stop request, else None."""
+        while True:
+            try:
+                data = os.read(0, 4096)
+            except BlockingIOError:
+                return None
+            if not data:
+                return "gone"
+            self.buffer += data
+            *lines, self.buffer = self.buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"D "):
+                    try:
+                        self.deadline = float(line[2:])
+                    except ValueError:
+                        pass
+                elif line.strip() == b"T":
+                    return "stop"
+                elif line.startswith(b"C "):
+                    try:
+                        address, pid, secret = line[2:].decode().split()
+                        self.cancel_target = (address, int(pid), int(secret))
+                    except ValueError:
+                        pass
 
     def take_signals(self) -> str | None:
         try:
@@ -290,7 +291,15 @@ class _Fence:
         while True:
             left = self.deadline - time.monotonic()
             if left <= 0:
-                return "deadline"
+                # A fence that started late (a loaded host) may find its deadline passed before
+                # it read its control pipe: a renewal waiting there moves the deadline, and a
+                # statement's cancel key must be known before the deadline is acted on.
+                what = self.read_control()
+                if what:
+                    return what
+                if self.deadline <= time.monotonic():
+                    return "deadline"
+                continue
             for fd, _ in self.poll.poll(min(left, 3600.0) * 1000):
                 if fd == self.pidfd and self.reap_leader():
                     return "exited"
@@ -365,6 +374,9 @@ def _watch_statement(deadline: float) -> int:
     statement is cancelled on the server. `T` (the attempt ended) exits quietly."""
     fence = _Fence(None, deadline, 0.0)
     what = fence.wait()
+    if fence.cancel_target is None and what == "gone":
+        # SIGHUP can arrive before the pipe was read; the cancel key may still be waiting in it.
+        fence.read_control()
     if what in ("deadline", "gone") and fence.cancel_target is not None:
         why = "lease deadline passed without renewal" if what == "deadline" else "executor gone"
         try:

@@ -5,16 +5,20 @@ renewals keep the node alive; an executor running as root runs nodes as the node
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
 from services.executor.fencing import FenceLink, fence_argv, fence_margin_s, stop_request
 from services.executor.logs import LogBuffer
+from services.executor.runners.connect import cancel_target
 from services.executor.runners.process import run_process
 from tests.support.executor import alive, kill_quietly, wait_gone
 
@@ -176,3 +180,61 @@ def private_program() -> tuple[Path, Path, Path]:
 def log_text(log: LogBuffer) -> str:
     log.close()
     return "".join(text for _, text in log.take())
+
+
+async def start_late(command: list[str], *lines: str) -> tuple[int, bytes]:
+    """Run a fence whose deadline passed before it started, its control pipe already holding
+    `lines` (what a fence finds when a loaded host starts it late); return its status and
+    output."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, "".join(f"{line}\n" for line in lines).encode())
+        proc = await asyncio.create_subprocess_exec(
+            *fence_argv(command, time.monotonic() - 1, 0.5),
+            stdin=read_end,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert proc.returncode is not None
+    return proc.returncode, out
+
+
+async def test_a_fence_that_starts_after_its_deadline_still_reads_its_renewals() -> None:
+    """A late start must not kill a node whose renewal is already waiting."""
+    command = ["bash", "-c", "sleep 0.3; echo done"]
+    assert await start_late(command, f"D {time.monotonic() + 3600!r}") == (0, b"done\n")
+
+
+async def test_a_statement_fence_that_starts_after_its_deadline_still_cancels(
+    pool: asyncpg.Pool[Any], db_url: str
+) -> None:
+    """The cancel key waits in the pipe; a fence that finds its deadline already passed must
+    read it before acting, or the statement of a paused executor runs on."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(db_url)
+    target = cancel_target(conn)
+    sleeping = asyncio.create_task(conn.fetchval("SELECT pg_sleep(60)"))
+    try:
+        assert target is not None
+        async with asyncio.timeout(10):
+            while True:
+                if await pool.fetchval(
+                    "SELECT true FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    conn.get_server_pid(),
+                ):
+                    break
+                await asyncio.sleep(0.01)
+        status, out = await start_late(["--pg-cancel"], f"C {target}")
+        assert status == 0
+        assert b"SQL statement of backend" in out
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await asyncio.wait_for(sleeping, 10)
+    finally:
+        sleeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
+            await sleeping
+        await conn.close()
