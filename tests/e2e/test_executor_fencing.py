@@ -158,7 +158,12 @@ async def test_a_disturbed_executor_s_sql_statement_is_cancelled_before_the_retr
         await wait_value(pool, f"SELECT ({ACTIVE_SQL} AND query LIKE '%sluice_test_runs%') > 0")
         first.send_signal(disturb)
         try:
-            gone_s = await wait_value(pool, f"SELECT ({ACTIVE_SQL}) = 0")
+            try:
+                gone_s = await wait_value(pool, f"SELECT ({ACTIVE_SQL}) = 0")
+            except TimeoutError:
+                # What the executor and its statement fence said is the only clue to why.
+                log_tail = (tmp_path / "a.log").read_text(errors="replace")[-4000:]
+                pytest.fail(f"the node's statement was never cancelled; executor log:\n{log_tail}")
             async with executor_process(db_url, tmp_path / "b.log", **env):
                 assert await wait_instance(pool, iid) == "succeeded"
         finally:
