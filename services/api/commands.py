@@ -34,7 +34,9 @@ from shared.client.commands import (
 )
 from shared.client.http import Client, ClientError, Unreachable
 
-TRIGGER_TYPES = ("kafka", "s3")
+# Kept equal to the trigger models' `type` values (tests/unit/test_cli_specs.py): the CLI does
+# not import the models, which keeps its start-up fast.
+TRIGGER_TYPES = ("kafka", "s3", "workflow")
 FINAL_STATES = ("succeeded", "failed", "terminated", "cancelled")
 FINAL_NODE_STATES = frozenset({"succeeded", "failed", "upstream_failed", "terminated", "skipped"})
 WAIT_POLL_S = 1.0

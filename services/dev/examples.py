@@ -22,7 +22,7 @@ from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
 from shared.db.pool import Connection
 from shared.db.queries import load
-from shared.models.triggers import TriggerSpec
+from shared.models.triggers import TRIGGER_TYPES, TriggerSpec
 from shared.models.workflows import WorkflowSpec
 from shared.secret_box import SecretBox
 
@@ -50,7 +50,7 @@ def read_specs(directory: Path) -> list[dict[str, Any]]:
             for item in items:
                 if isinstance(item, dict):
                     docs.append({**item, "__file__": str(path)})
-    docs.sort(key=lambda d: 0 if d.get("type") in ("kafka", "s3", "workflow") else 1)
+    docs.sort(key=lambda d: 0 if d.get("type") in TRIGGER_TYPES else 1)
     return docs
 
 
@@ -60,7 +60,7 @@ async def load_examples(conn: Connection, directory: Path) -> list[str]:
     for doc in read_specs(directory):
         origin = doc.pop("__file__")
         try:
-            if doc.get("type") in ("kafka", "s3", "workflow"):
+            if doc.get("type") in TRIGGER_TYPES:
                 trigger = _TRIGGERS.validate_python(doc)
                 await trigger_repo.upsert(conn, "default", 1, trigger)
                 loaded.append(f"trigger {trigger.name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import jmespath
 import jmespath.exceptions
@@ -143,6 +143,12 @@ class WorkflowTriggerSpec(Spec):
 
 AnyTriggerSpec = KafkaTriggerSpec | S3TriggerSpec | WorkflowTriggerSpec
 TriggerSpec = Annotated[AnyTriggerSpec, Field(discriminator="type")]
+# Every `type` a trigger spec can have: what tells a trigger from a workflow in a spec file.
+TRIGGER_TYPES: tuple[str, ...] = tuple(
+    value
+    for model in get_args(AnyTriggerSpec)
+    for value in get_args(model.model_fields["type"].annotation)
+)
 
 
 class TriggerOut(Record):

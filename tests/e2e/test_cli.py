@@ -25,6 +25,7 @@ WORKFLOW = {
     "trigger": "kt",
     "nodes": [{"name": "a", "type": "shell", "code": "echo a"}],
 }
+WAREHOUSE_EXAMPLE = Path(__file__).parents[2] / "examples" / "warehouse" / "warehouse.yaml"
 YAML_V2 = """\
 name: kt
 type: kafka
@@ -85,6 +86,26 @@ async def test_apply_creates_updates_and_reports_unchanged(
     assert '+      "name": "b",' in diff.out
     shown = await sluice_cli(server, "workflow", "wf")
     assert "latest v2, published v2" in shown.out
+
+
+async def test_apply_loads_the_warehouse_example_with_its_workflow_trigger(
+    server: ApiServer,
+) -> None:
+    # A `type: workflow` trigger is a trigger: saved first, before the workflow bound to it.
+    applied = await sluice_cli(server, "apply", "-f", str(WAREHOUSE_EXAMPLE), "--json")
+    assert applied.code == 0, applied.err
+    actions = {(r["kind"], r["name"]): r["action"] for r in applied.json()}
+    assert actions == {
+        ("trigger", "warehouse_report_finished"): "created",
+        ("workflow", "warehouse_ods_orders"): "created (v1), published",
+        ("workflow", "warehouse_dwd_orders"): "created (v1), published",
+        ("workflow", "warehouse_daily_report"): "created (v1), published",
+        ("workflow", "warehouse_report_announce"): "created (v1), published",
+    }
+    triggers = await sluice_cli(server, "triggers", "--json")
+    assert [(t["name"], t["type"]) for t in triggers.json()] == [
+        ("warehouse_report_finished", "workflow")
+    ]
 
 
 async def test_apply_reports_invalid_specs_and_keeps_going(
