@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-import yaml
-
+from shared import spec_yaml
 from shared.client.commands import (
     EXIT_FAILED,
     EXIT_OK,
@@ -67,8 +66,8 @@ def load_specs(text: str, origin: str) -> list[dict[str, Any]]:
         docs: list[Any] = [json.loads(text)]
     except json.JSONDecodeError:
         try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
+            docs = list(spec_yaml.load_all(text))
+        except spec_yaml.YAMLError as exc:
             raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
     specs: list[dict[str, Any]] = []
     for doc in docs:
@@ -700,8 +699,8 @@ def _secrets_arg(args: argparse.Namespace) -> dict[str, str] | None:
     if args.secrets_file:
         text, origin = _read_source(args.secrets_file)
         try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            loaded = spec_yaml.load(text)
+        except spec_yaml.YAMLError as exc:
             raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
         if not isinstance(loaded, dict) or not all(
             isinstance(v, str | int | float) and not isinstance(v, bool) for v in loaded.values()
@@ -730,8 +729,8 @@ def _config_arg(args: argparse.Namespace) -> dict[str, Any]:
     if args.config_file:
         text, origin = _read_source(args.config_file)
         try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            loaded = spec_yaml.load(text)
+        except spec_yaml.YAMLError as exc:
             raise UsageError(f"{origin}: neither JSON nor YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise UsageError(f"{origin}: config must be an object")

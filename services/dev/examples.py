@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from services.dev.servers.postgres import with_database
 from services.dev.servers.s3 import EmbeddedS3, ensure_bucket
+from shared import spec_yaml
 from shared.db import connections as connection_repo
 from shared.db import triggers as trigger_repo
 from shared.db import workflows as workflow_repo
@@ -45,7 +45,7 @@ def read_specs(directory: Path) -> list[dict[str, Any]]:
     for path in sorted(
         [*directory.rglob("*.yaml"), *directory.rglob("*.yml"), *directory.rglob("*.json")]
     ):
-        for doc in yaml.safe_load_all(path.read_text("utf-8")):
+        for doc in spec_yaml.load_all(path.read_text("utf-8")):
             items = doc if isinstance(doc, list) else [doc]
             for item in items:
                 if isinstance(item, dict):

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
 from pydantic import ValidationError
 
+from shared import spec_yaml
 from shared.client.commands import UsageError, execute, table
 from shared.client.http import Client
 from shared.models.notifications import NotifyRule
@@ -51,8 +51,8 @@ def _rule(value: str) -> NotifyRule:
     else:
         text = value
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = spec_yaml.load(text)
+    except spec_yaml.YAMLError:
         raise UsageError("--test: not valid JSON or YAML") from None
     if isinstance(data, dict):
         data.setdefault("on", ["failure"])

@@ -1,10 +1,10 @@
 """Node sandbox with a real executor process: nodes that go looking for sluice's credentials
 find none of them.
 
-The executor runs with a database URL holding a password, a bootstrap token and platform S3
-keys. When the tests run as root (as in CI containers) the executor runs nodes as `nobody`
-(SLUICE_NODE_USER); otherwise nodes share the executor's uid and the executor being
-non-dumpable is what keeps its /proc files closed. Each node tries every read in ATTEMPTS; its
+The executor runs with a database URL holding a password, a bootstrap token, platform S3 keys and
+the key that seals connection secrets. When the tests run as root (as in CI containers) the executor
+runs nodes as `nobody` (SLUICE_NODE_USER); otherwise nodes share the executor's uid and the executor
+being non-dumpable is what keeps its /proc files closed. Each node tries every read in ATTEMPTS; its
 log must hold none of the secrets.
 """
 
@@ -20,6 +20,7 @@ import asyncpg
 from shared.operations.logs import read_log
 from tests.factories import DEFAULT_WS, shell_node
 from tests.support.executor import enqueue, executor_process, flow, save, wait_instance
+from tests.support.secrets import TEST_SECRET_KEY
 
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
@@ -27,7 +28,8 @@ DB_PASSWORD = "db-pw-7c1e9a52"
 BOOTSTRAP_TOKEN = "slc_boot-4f0d2b7e"
 S3_SECRET = "platform-s3-secret-91ab3c"
 S3_KEY_ID = "platform-s3-key-id-55e1"
-SECRETS = (DB_PASSWORD, BOOTSTRAP_TOKEN, S3_SECRET, S3_KEY_ID)
+# TEST_SECRET_KEY seals connection secrets: the executor gets it from executor_process.
+SECRETS = (DB_PASSWORD, BOOTSTRAP_TOKEN, S3_SECRET, S3_KEY_ID, TEST_SECRET_KEY)
 
 # Every read a node might try; `timeout` because a pipe among the executor's fds would block.
 ATTEMPTS = {

@@ -55,6 +55,8 @@ SECRET_ENV = frozenset(
         "SLUICE_SECRET_KEY",
     }
 )
+# Components that open sealed connection secrets (shared.secret_box).
+NEEDS_SECRET_KEY = frozenset({"api", "executor", "kafka-listener", "notifier", "migrate"})
 # Secrets production expects to exist in the namespace (created outside these manifests).
 EXTERNAL_SECRETS = frozenset(
     {"sluice-database", "sluice-tokens", "sluice-s3", "sluice-kafka", "sluice-secret-key"}
@@ -443,6 +445,26 @@ def check_secret_usage(docs: list[Doc]) -> list[str]:
     return problems
 
 
+def check_sealing_key(docs: list[Doc]) -> list[str]:
+    """Every component that opens connection secrets gets SLUICE_SECRET_KEY from the
+    `sluice-secret-key` Secret: without it the api, executor, notifier and the migration job
+    refuse to start, and the kafka-listener cannot consume triggers of a `kafka` connection."""
+    problems = []
+    for doc in workloads(docs):
+        if component(doc) not in NEEDS_SECRET_KEY:
+            continue
+        refs = [
+            get(var, "valueFrom", "secretKeyRef") or {}
+            for container in containers(doc)
+            for var in container.get("env", [])
+            if var["name"] == "SLUICE_SECRET_KEY"
+        ]
+        # The dev overlay generates the Secret, whose name then carries a content hash.
+        if not any(str(ref.get("name", "")).startswith("sluice-secret-key") for ref in refs):
+            problems.append(f"{ident(doc)}: no SLUICE_SECRET_KEY from the sluice-secret-key Secret")
+    return problems
+
+
 def check_references_resolve(docs: list[Doc]) -> list[str]:
     """Every ConfigMap and required Secret a pod reads exists with the key it reads
     (for a self-contained overlay, such as dev)."""
@@ -693,6 +715,7 @@ COMMON_CHECKS: dict[str, Check] = {
     "workloads": check_workloads,
     "service_accounts": check_service_accounts,
     "secret_usage": check_secret_usage,
+    "sealing_key": check_sealing_key,
     "termination_grace": check_termination_grace,
     "disruption_budgets": check_disruption_budgets,
     "autoscaling": check_autoscaling,
@@ -982,6 +1005,13 @@ LEAKED_SECRET = {
             ),
             "SLUICE_DATABASE_URL has a literal value",
             id="literal-secret",
+        ),
+        pytest.param(
+            "prod",
+            "sealing_key",
+            Mutation("Deployment", "sluice-notifier", (*CONTAINER, "env"), []),
+            "sluice-notifier: no SLUICE_SECRET_KEY",
+            id="notifier-without-key",
         ),
         pytest.param(
             "dev",
