@@ -273,6 +273,46 @@ async def test_sla_miss_fires_once(pool: Pool, db_url: str) -> None:
         assert fresh != late
 
 
+async def test_sla_miss_fires_once_for_a_run_still_running_past_its_sla(
+    pool: Pool, db_url: str, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    node = {
+        "name": "long",
+        "type": "shell",
+        # Runs until the test lets it finish: no sleep decides when.
+        "code": f"while [ ! -e {release} ]; do sleep 0.05; done",
+    }
+    async with http_receiver() as hook:
+        rule = {"on": ["sla_miss", "success"], "channel": "webhook", "url": hook.url}
+        version = await save(pool, flow("running_sla", [node], sla_s=30, notify=[rule]))
+        [instance_id] = await enqueue(pool, version)
+        async with running_executor(db_url), running_notifier(db_url):
+            await wait_rows(
+                pool,
+                "SELECT 1 FROM node_instances WHERE instance_id = $1 AND state = 'running'",
+                instance_id,
+            )
+            async with pool.acquire() as conn:
+                assert await enqueue_sla_misses(conn) == 0  # 30 s have not passed yet
+            # Move time: the run started 40 s ago and is still running.
+            await pool.execute(
+                "UPDATE instances SET created_at = now() - interval '40 seconds' WHERE id = $1",
+                instance_id,
+            )
+            await wait_rows(pool, "SELECT 1 FROM notifications WHERE state = 'sent'")
+            async with pool.acquire() as conn:
+                assert await enqueue_sla_misses(conn) == 0  # once, however often it sweeps
+            release.touch()
+            assert await wait_instance(pool, instance_id) == "succeeded"
+            await wait_rows(
+                pool, "SELECT 1 FROM notifications WHERE event = 'success' AND state = 'sent'"
+            )
+        events = [(r.json()["event"], r.json()["state"]) for r in hook.requests]
+        assert events == [("sla_miss", "running past its SLA"), ("success", "succeeded")]
+        assert {r.json()["instance_id"] for r in hook.requests} == {instance_id}
+
+
 async def test_hostile_values_arrive_escaped_for_each_format(pool: Pool, db_url: str) -> None:
     async with http_receiver() as hook, smtp_server() as smtp:
         await _connections(pool, smtp.port)
