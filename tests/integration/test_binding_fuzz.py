@@ -32,7 +32,12 @@ from shared.params.binding import BindingError
 from shared.params.binding.python import bind_python
 from shared.params.binding.shell import bind_shell
 from shared.params.binding.sql import bind_sql
-from tests.unit.test_binding_exec import as_bytes, injection_corpus, resolution
+from tests.unit.test_binding_exec import (
+    as_bytes,
+    injection_corpus,
+    output_resolution,
+    resolution,
+)
 
 CANARY = "@CANARY@"
 _DEEP = settings().max_examples > 1000
@@ -431,17 +436,25 @@ def node_connection(db_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, An
 
 
 @fuzz_settings(ci_examples=400)
-@given(program=sql_programs(), value=hostile_values(nul=False, surrogates=False))
+@given(
+    program=sql_programs(),
+    value=hostile_values(nul=False, surrogates=False),
+    source=st.sampled_from(["trigger message", "node outputs"]),
+)
 def test_sql_fuzz(
     node_connection: tuple[asyncio.AbstractEventLoop, Any],
     program: tuple[str, str, Callable[[str], str]],
     value: str,
+    source: str,
 ) -> None:
+    """A value from an event or from an upstream node's outputs, in every SQL context."""
     loop, conn = node_connection
     context, code, expect = program
     event(f"sql context: {context}")
+    event(f"value from: {source}")
+    resolved = resolution(value) if source == "trigger message" else output_resolution(value)
     try:
-        binding = bind_sql(code, resolution(value))
+        binding = bind_sql(code, resolved)
     except BindingError as exc:
         pytest.fail(f"{code!r} with {value!r} was refused: {exc}")
 
