@@ -230,3 +230,38 @@ async def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(60):
             assert await proc.wait() == 0
+
+
+async def test_a_new_message_after_a_restart_of_sluice_dev_starts_a_run(tmp_path: Path) -> None:
+    """The embedded broker keeps its log in memory: after Ctrl-C and a new `sluice dev` the
+    topic's offsets start at 0 again, while the database remembers the first run's events. A new
+    message at a reused offset is a new record and must start a run, not be a `duplicate`."""
+    for started in (1, 2):
+        async with dev_process(tmp_path) as (proc, lines):
+            exports, commands = printed_commands(await read_banner(proc, lines))
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")},
+                **exports,
+            }
+            [produce] = [c for c in commands if " produce user-behavior-topic " in c]
+            # As printed, on one partition: both records then sit at the same offset.
+            await sh(["bash", "-c", f"{produce} --partition 0"], env, tmp_path)
+            runs: list[dict[str, Any]] = []
+            async with asyncio.timeout(RUN_S):
+                while len(runs) < started:
+                    listing = json.loads(await sh([SLUICE, "instances", "--json"], env, tmp_path))
+                    runs = [
+                        i
+                        for i in listing
+                        if i["workflow"] == "user_behavior_workflow" and i["state"] == "succeeded"
+                    ]
+                    await asyncio.sleep(0.5)  # polling the API as a person would, not a race
+            events = json.loads(await sh([SLUICE, "events", "--json"], env, tmp_path))
+            kafka = [e for e in events if e["source"] == "kafka"]
+            assert len(kafka) == started
+            assert "duplicate" not in json.dumps(kafka), kafka
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(60):
+                assert await proc.wait() == 0
+    # Both messages sat at offset 0 of partition 0, one broker lifetime apart.
+    assert {e["ref"] for e in kafka} == {"user-behavior-topic/0/0"}
