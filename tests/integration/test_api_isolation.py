@@ -19,6 +19,7 @@ from tests.support.api import ApiServer, Pool, make_token
 from tests.support.secrets import suite_box
 
 LOG_LINE = "tenant-a private log line with its outputs"
+OUTPUT = "tenant-a private output value"
 
 
 async def ids(client: httpx.AsyncClient, path: str) -> list[int]:
@@ -91,10 +92,11 @@ async def seed_tenant(pool: Pool, name: str) -> dict[str, int]:
             "SELECT id FROM node_instances WHERE instance_id = $1 LIMIT 1", run.id
         )
         attempt = await conn.fetchval(
-            "INSERT INTO attempts (node_instance_id, attempt, lease_token, state, finished_at) "
-            "VALUES ($1, 1, $2, 'succeeded', now()) RETURNING id",
+            "INSERT INTO attempts (node_instance_id, attempt, lease_token, state, finished_at, "
+            "outputs) VALUES ($1, 1, $2, 'succeeded', now(), $3::jsonb) RETURNING id",
             node,
             uuid.uuid4(),
+            {"secret_rows": f"{OUTPUT} of {name}"},
         )
         await conn.execute(
             "INSERT INTO attempt_logs (attempt_id, seq, data) VALUES ($1, 1, $2)",
@@ -114,6 +116,10 @@ async def test_one_workspace_reads_nothing_of_another(api_server: ApiServer, poo
         assert (await mine.get(f"/workspaces/team_a/events/{a['event']}")).status_code == 200
         log = await mine.get(f"/workspaces/team_a/instances/{a['instance']}/nodes/{node}/log")
         assert log.status_code == 200 and f"{LOG_LINE} of team_a" in log.text
+        outputs = await mine.get(
+            f"/workspaces/team_a/instances/{a['instance']}/nodes/{node}/outputs"
+        )
+        assert outputs.status_code == 200 and f"{OUTPUT} of team_a" in outputs.text
     async with api_server.client(await make_token(pool, "team_b", "admin")) as other:
         # Another workspace's paths: forbidden outright.
         for path in (
@@ -122,6 +128,7 @@ async def test_one_workspace_reads_nothing_of_another(api_server: ApiServer, poo
             "/workspaces/team_a/instances",
             f"/workspaces/team_a/instances/{a['instance']}",
             f"/workspaces/team_a/instances/{a['instance']}/nodes/{node}/log",
+            f"/workspaces/team_a/instances/{a['instance']}/nodes/{node}/outputs",
             "/workspaces/team_a/connections",
             "/workspaces/team_a/connections/db",
         ):
@@ -132,10 +139,12 @@ async def test_one_workspace_reads_nothing_of_another(api_server: ApiServer, poo
             f"/workspaces/team_b/events/{a['event']}",
             f"/workspaces/team_b/instances/{a['instance']}",
             f"/workspaces/team_b/instances/{a['instance']}/nodes/{node}/log",
+            f"/workspaces/team_b/instances/{a['instance']}/nodes/{node}/outputs",
         ):
             response = await other.get(path)
             assert response.status_code == 404, (path, response.text)
             assert "team_a" not in response.text and LOG_LINE not in response.text
+            assert OUTPUT not in response.text
         assert await ids(other, "/workspaces/team_b/events") == [b["event"]]
         theirs = {
             r["id"]
