@@ -7,13 +7,17 @@ import contextlib
 import math
 import socket
 
+import asyncpg
 import structlog
 import uvicorn
 from fastapi import FastAPI
 
 from services.api.app import create_app
+from shared.db import connections as connection_repo
+from shared.db.pool import connect
 from shared.probes import QuietServer
-from shared.settings import Settings
+from shared.secret_box import SecretKeyError
+from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("sluice.api")
 
@@ -69,6 +73,24 @@ async def serve(
     log.info("api_stopped")
 
 
+async def _check_secret_key(settings: Settings) -> None:
+    """A missing or wrong SLUICE_SECRET_KEY stops the service with one line naming it (the
+    SettingsError), before uvicorn starts: a failure inside its lifespan would be reported
+    with a traceback. An unreachable database is left to the lifespan, which reports it."""
+    box = settings.secret_box()  # a missing or malformed key raises here, at once
+    try:
+        conn = await connect(settings.database_url, application_name="sluice-api")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return
+    try:
+        await connection_repo.check_key(conn, box)
+    except SecretKeyError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from None
+    finally:
+        await conn.close()
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """The `api` service: the HTTP API on `SLUICE_API_PORT`."""
+    await _check_secret_key(settings)
     await serve(create_app(settings), settings, stop)

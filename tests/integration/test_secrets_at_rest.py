@@ -179,6 +179,20 @@ async def test_rotation_with_new_and_old_keys(pool: Pool, db_url: str) -> None:
     assert code == 0, out
 
 
+@pytest.mark.timeout(240)
+async def test_services_that_open_secrets_refuse_to_start_without_the_key(
+    pool: Pool, db_url: str
+) -> None:
+    await save_connections(pool, suite_box())
+    for key in ("", generate_key()):  # missing, and one that sealed nothing here
+        for command in (("run", "executor"), ("run", "api"), ("run", "notifier")):
+            code, out = await sluice(*command, env=sluice_env(db_url, SLUICE_SECRET_KEY=key))
+            assert code != 0, (command, out)
+            assert "SLUICE_SECRET_KEY" in out, (command, out)
+            assert "Traceback" not in out, (command, out)
+            assert PASSWORD not in out and (not key or key not in out)
+
+
 def test_dev_keeps_one_generated_key_readable_by_its_owner_only(tmp_path: Path) -> None:
     from services.dev.command import _secret_key
 
