@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,19 +92,39 @@ class Console:
         await self.shots.take(page, "workflows-after-signin")
 
 
+@asynccontextmanager
+async def browser_console(
+    server: ApiServer, executable: str, where: Path
+) -> AsyncIterator[Console]:
+    """A Chromium page on `server`, its screenshots saved in `where`."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 900})
+            page = await context.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            yield Console(server, browser, page, Shots(where))
+        finally:
+            await browser.close()
+
+
 @pytest.fixture(name="console")
 async def console_fixture(db_url: str, tmp_path: Path) -> AsyncIterator[Console]:
     executable = chromium_path()
     async with (
         api_subprocess(db_url) as server,
         executor_process(db_url, tmp_path / "executor.log"),
-        async_playwright() as playwright,
+        browser_console(server, executable, tmp_path) as console,
     ):
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1400, "height": 900})
-            page = await context.new_page()
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            yield Console(server, browser, page, Shots(tmp_path))
-        finally:
-            await browser.close()
+        yield console
+
+
+@pytest.fixture(name="console_without_executor")
+async def console_without_executor_fixture(db_url: str, tmp_path: Path) -> AsyncIterator[Console]:
+    """The API and a browser but no executor: runs wait (Queuing) until a test starts one."""
+    executable = chromium_path()
+    async with (
+        api_subprocess(db_url) as server,
+        browser_console(server, executable, tmp_path) as console,
+    ):
+        yield console

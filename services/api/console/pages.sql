@@ -53,6 +53,13 @@ WHERE n.state = 'running' AND i.workspace_id = $1
 ORDER BY n.resource_group, n.started_at NULLS LAST, n.id
 LIMIT 500;
 
+-- name: instance_request_pending
+-- Whether a terminate or rerun of the instance (workspace $2) waits for an executor: its page
+-- keeps polling while one does, even when the instance still reads as finished.
+SELECT EXISTS (
+    SELECT 1 FROM instance_requests WHERE instance_id = $1 AND workspace_id = $2 AND state = 'pending'
+);
+
 -- name: instance_outputs
 -- The outputs of every attempt of an instance of workspace $2 that produced some, as JSON text
 -- cut at $3 characters (a value may be 1 MiB; the page shows its start and links the rest).

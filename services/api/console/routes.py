@@ -349,7 +349,7 @@ async def instances_page(
 
 
 def _instance_view(
-    inst: InstanceOut, outputs: dict[int, str], ws_path: str, now: datetime
+    inst: InstanceOut, outputs: dict[int, str], ws_path: str, now: datetime, pending: bool
 ) -> dict[str, Any]:
     spans = [
         layout.Span(n.name, a.attempt, a.state, a.started_at, a.finished_at)
@@ -367,13 +367,15 @@ def _instance_view(
         "attempt_rows": instance_html.attempt_rows(inst.nodes, outputs, url_of),
         "current_outputs": instance_html.current_outputs(inst.nodes, outputs, url_of),
         "node_states": {n.name: n.state for n in inst.nodes},
+        "request_pending": pending,
     }
 
 
 async def _instance(
     request: Request, principal: Principal, instance_id: int
-) -> tuple[InstanceOut, dict[int, str]]:
-    """The instance and, per attempt id, its outputs' JSON text (only attempts that made some)."""
+) -> tuple[InstanceOut, dict[int, str], bool]:
+    """The instance, per attempt id its outputs' JSON text (only attempts that made some), and
+    whether a terminate or rerun of it is still pending."""
     async with get_pool(request).acquire() as conn:
         inst = await instance_repo.get(conn, principal.workspace_id, instance_id)
         rows = await conn.fetch(
@@ -382,7 +384,10 @@ async def _instance(
             principal.workspace_id,
             instance_html.OUTPUTS_SHOWN + 1,
         )
-    return inst, {int(r["id"]): str(r["text"]) for r in rows}
+        pending = bool(
+            await conn.fetchval(Q["instance_request_pending"], instance_id, principal.workspace_id)
+        )
+    return inst, {int(r["id"]): str(r["text"]) for r in rows}, pending
 
 
 def _ws_path(principal: Principal) -> str:
@@ -395,7 +400,7 @@ async def instance_page(request: Request, instance_id: int) -> Response:
     if principal is None:
         return _to_signin(request)
     try:
-        inst, outputs = await _instance(request, principal, instance_id)
+        inst, outputs, pending = await _instance(request, principal, instance_id)
     except NotFound:
         return _not_found(request, principal, f"instance {instance_id}")
     notes = await _instance_notifications(request, principal, instance_id)
@@ -403,7 +408,7 @@ async def instance_page(request: Request, instance_id: int) -> Response:
     info: dict[str, dict[str, object]] = {
         n.name: {"type": n.type, "priority": n.priority, "weight": n.weight} for n in inst.nodes
     }
-    view = _instance_view(inst, outputs, _ws_path(principal), datetime.now(UTC))
+    view = _instance_view(inst, outputs, _ws_path(principal), datetime.now(UTC), pending)
     svg = dag_svg.render(graph, info, view["node_states"])
     return _page(
         request,
@@ -452,10 +457,10 @@ async def instance_live(request: Request, instance_id: int) -> Response:
     if principal is None:
         return _error(401, "not signed in")
     try:
-        inst, outputs = await _instance(request, principal, instance_id)
+        inst, outputs, pending = await _instance(request, principal, instance_id)
     except NotFound:
         return _error(404, f"instance {instance_id} not found")
-    view = _instance_view(inst, outputs, _ws_path(principal), datetime.now(UTC))
+    view = _instance_view(inst, outputs, _ws_path(principal), datetime.now(UTC), pending)
     return _page(request, principal, "instance_live.html", **view)
 
 

@@ -254,7 +254,10 @@
           badge.textContent = state;
           badge.className = "state st-" + state;
           await pollLog(root);
-          if (FINAL.has(state) && (!logTarget || logTarget.done)) {
+          // A rerun or terminate the executor has not carried out yet will change a finished
+          // state: keep polling until it has.
+          const pending = data.dataset.requestPending === "yes";
+          if (FINAL.has(state) && !pending && (!logTarget || logTarget.done)) {
             // One last look a moment later catches log lines written with the final state.
             clearInterval(timer);
             setTimeout(() => pollLog(root), POLL_MS);
