@@ -41,6 +41,7 @@ from services.executor.claims import (
 )
 from services.executor.config import ExecutorConfig
 from services.executor.errors import TRANSIENT
+from services.executor.fence_spawner import serving_fences
 from services.executor.leases import (
     must_self_fence,
     renew_leases_detail,
@@ -112,6 +113,10 @@ class Executor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop`, then drain, release what is left, and return."""
+        with serving_fences():
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._listen(), name="executor-listen")

@@ -45,6 +45,9 @@ ATTEMPTS = {
     "executor fds": "ls -l /proc/$EXE/fd; for f in /proc/$EXE/fd/*; do timeout 2 cat $f; done",
     "executor cwd": "ls -la /proc/$EXE/cwd/",
     "executor log": "cat $EXECUTOR_LOG",
+    "fence server environ": "tr '\\0' '\\n' < /proc/$SRV/environ",
+    "fence server mem": "timeout 5 head -c 1000000 /proc/$SRV/mem | strings",
+    "fence server fds": "ls -l /proc/$SRV/fd; for f in /proc/$SRV/fd/*; do timeout 2 cat $f; done",
     "own cwd and fds": "ls -la . /proc/$$/fd; for f in ./* /proc/$$/fd/*; do timeout 2 cat $f;done",
     "parent cmdline": "tr '\\0' '\\n' < /proc/$PPID/cmdline",
 }
@@ -53,9 +56,10 @@ ATTEMPTS = {
 def probe_code(executor_log: Path) -> str:
     lines = [
         f"EXECUTOR_LOG={executor_log}",
-        # The fence's parent is the executor.
-        "EXE=$(awk '{print $4}' /proc/$PPID/stat)",
-        'echo "uid $(id -u) executor $EXE"',
+        # The fence's parent is the executor's fence server, whose parent is the executor.
+        "SRV=$(awk '{print $4}' /proc/$PPID/stat)",
+        "EXE=$(awk '{print $4}' /proc/$SRV/stat)",
+        'echo "uid $(id -u) executor $EXE server $SRV"',
     ]
     for name, command in ATTEMPTS.items():
         lines.append(f"echo '--- {name}'; ( {command} ) 2>&1 || true")
@@ -111,7 +115,7 @@ async def test_nodes_cannot_read_the_executor_s_secrets(
     assert leaked == []
     assert not [s for s in SECRETS if s.encode() in environ]
     # The attempts really ran, and were refused rather than skipped.
-    assert f"uid {65534 if root else os.geteuid()} executor {proc.pid}" in probe
+    assert f"uid {65534 if root else os.geteuid()} executor {proc.pid} server " in probe
     assert "Permission denied" in probe
     if root:
         # The python node: the interpreter of this checkout is under a directory the node user

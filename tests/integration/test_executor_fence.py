@@ -10,12 +10,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from services.executor.fence_spawner import ForkedFence, serving_fences, spawn_fenced
 from services.executor.fencing import FenceLink, fence_argv, fence_margin_s, stop_request
 from services.executor.logs import LogBuffer
 from services.executor.runners.connect import cancel_target
@@ -32,9 +34,32 @@ wait
 """
 
 
+@pytest.fixture(params=["direct", "forked"])
+async def fence_mode(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Each fence test twice: the fence started as its own interpreter, and forked by the
+    executor's warm fence server (fence_spawner.py), as the executor service starts it."""
+    if request.param == "direct":
+        yield "direct"
+        return
+    with serving_fences():
+        yield "forked"
+
+
 async def start_fence(
-    tmp_path: Path, code: str, deadline: float, uid: int = -1, gid: int = -1
-) -> asyncio.subprocess.Process:
+    tmp_path: Path, code: str, deadline: float, mode: str = "direct", uid: int = -1, gid: int = -1
+) -> asyncio.subprocess.Process | ForkedFence:
+    if mode == "forked":
+        proc = await spawn_fenced(
+            ["bash", "-c", code],
+            env=dict(os.environ),
+            cwd=str(tmp_path),
+            deadline=deadline,
+            grace_s=0.5,
+            uid=uid,
+            gid=gid,
+        )
+        assert isinstance(proc, ForkedFence), "started directly, not by the fence server"
+        return proc
     return await asyncio.create_subprocess_exec(
         *fence_argv(["bash", "-c", code], deadline, 0.5, uid, gid),
         stdin=asyncio.subprocess.PIPE,
@@ -62,8 +87,10 @@ async def all_gone(pids: list[int], timeout_s: float) -> None:
     assert not [p for p in pids if alive(p)]
 
 
-async def test_deadline_without_renewal_kills_the_whole_tree(tmp_path: Path) -> None:
-    proc = await start_fence(tmp_path, FAMILY, time.monotonic() + 1.0)
+async def test_deadline_without_renewal_kills_the_whole_tree(
+    tmp_path: Path, fence_mode: str
+) -> None:
+    proc = await start_fence(tmp_path, FAMILY, time.monotonic() + 1.0, fence_mode)
     pids = await family_pids(tmp_path)
     try:
         assert all(alive(p) for p in pids)
@@ -77,8 +104,10 @@ async def test_deadline_without_renewal_kills_the_whole_tree(tmp_path: Path) -> 
             kill_quietly(pid)
 
 
-async def test_renewals_keep_the_node_alive_past_its_first_deadline(tmp_path: Path) -> None:
-    proc = await start_fence(tmp_path, "sleep 1.5; echo done", time.monotonic() + 0.5)
+async def test_renewals_keep_the_node_alive_past_its_first_deadline(
+    tmp_path: Path, fence_mode: str
+) -> None:
+    proc = await start_fence(tmp_path, "sleep 1.5; echo done", time.monotonic() + 0.5, fence_mode)
     assert proc.stdin is not None and proc.stdout is not None
     link = FenceLink(time.monotonic() + 0.5)
     link.attach(proc.stdin)
@@ -89,8 +118,8 @@ async def test_renewals_keep_the_node_alive_past_its_first_deadline(tmp_path: Pa
     assert (await proc.stdout.read()) == b"done\n"
 
 
-async def test_executor_gone_kills_the_whole_tree_at_once(tmp_path: Path) -> None:
-    proc = await start_fence(tmp_path, FAMILY, time.monotonic() + 3600)
+async def test_executor_gone_kills_the_whole_tree_at_once(tmp_path: Path, fence_mode: str) -> None:
+    proc = await start_fence(tmp_path, FAMILY, time.monotonic() + 3600, fence_mode)
     pids = await family_pids(tmp_path)
     try:
         assert proc.stdin is not None
@@ -105,9 +134,9 @@ async def test_executor_gone_kills_the_whole_tree_at_once(tmp_path: Path) -> Non
             kill_quietly(pid)
 
 
-async def test_a_stop_request_terms_then_kills(tmp_path: Path) -> None:
+async def test_a_stop_request_terms_then_kills(tmp_path: Path, fence_mode: str) -> None:
     code = "trap 'echo term; exit 7' TERM; echo ready; sleep 300 & wait"
-    proc = await start_fence(tmp_path, code, time.monotonic() + 3600)
+    proc = await start_fence(tmp_path, code, time.monotonic() + 3600, fence_mode)
     assert proc.stdin is not None and proc.stdout is not None
     assert await proc.stdout.readline() == b"ready\n"
     assert stop_request(proc.stdin)
@@ -115,7 +144,7 @@ async def test_a_stop_request_terms_then_kills(tmp_path: Path) -> None:
     assert b"term" in await proc.stdout.read()
 
 
-async def test_leader_exit_kills_what_it_left_behind(tmp_path: Path) -> None:
+async def test_leader_exit_kills_what_it_left_behind(tmp_path: Path, fence_mode: str) -> None:
     code = 'setsid sleep 300 & echo "pid $!" >> pids; exit 3'
     log = LogBuffer(1 << 20, 1 << 16)
     assert (

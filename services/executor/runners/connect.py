@@ -19,7 +19,8 @@ import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from services.executor.fencing import FenceLink, fence_argv, stop_request
+from services.executor.fence_spawner import spawn_fenced
+from services.executor.fencing import FenceLink, stop_request
 from shared.db import connections
 from shared.db.connections import ResolvedConnection
 from shared.db.pool import Executor
@@ -186,11 +187,8 @@ async def statement_fence(
     if link is None or target is None:
         yield
         return
-    proc = await asyncio.create_subprocess_exec(
-        *fence_argv(["--pg-cancel"], link.deadline, 0.0),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
+    proc = await spawn_fenced(
+        ["--pg-cancel"], env={}, cwd="/", deadline=link.deadline, grace_s=0.0, output=False
     )
     assert proc.stdin is not None
     # The cancel key goes through the pipe: a command line is readable by other processes.

@@ -17,7 +17,8 @@ import os
 import signal
 import time
 
-from services.executor.fencing import FenceLink, fence_argv, stop_request
+from services.executor.fence_spawner import ForkedFence, spawn_fenced
+from services.executor.fencing import FenceLink, stop_request
 from services.executor.logs import LogBuffer
 
 _READ_SIZE = 64 * 1024
@@ -50,7 +51,7 @@ async def _pump(stream: asyncio.StreamReader, log: LogBuffer) -> None:
         log.feed(data)
 
 
-async def _stop_fenced(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+async def _stop_fenced(proc: ForkedFence | asyncio.subprocess.Process, grace_s: float) -> None:
     assert proc.stdin is not None
     if not stop_request(proc.stdin):
         signal_group(proc.pid, signal.SIGTERM)
@@ -75,14 +76,8 @@ async def run_process(
     `user` (uid, gid) when given); return its exit status (128 + N when killed by signal N)."""
     link = fence or FenceLink(time.monotonic() + _NO_DEADLINE_S)
     uid, gid = user or (-1, -1)
-    proc = await asyncio.create_subprocess_exec(
-        *fence_argv(argv, link.deadline, grace_s, uid, gid),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
+    proc = await spawn_fenced(
+        argv, env=env, cwd=cwd, deadline=link.deadline, grace_s=grace_s, uid=uid, gid=gid
     )
     assert proc.stdout is not None and proc.stdin is not None
     link.attach(proc.stdin)
