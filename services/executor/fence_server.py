@@ -63,6 +63,8 @@ def _run_fence(sock: socket.socket, request: dict[str, object], fds: list[int]) 
         os.dup2(output, 1)
         os.dup2(output, 2)
         os.dup2(status, _STATUS_FD)
+        # The fence keeps it; the node it execs must not see it (nor forge its status there).
+        os.set_inheritable(_STATUS_FD, False)
         for fd in {control, output, status} - {0, 1, 2, _STATUS_FD}:
             os.close(fd)
         os.write(_STATUS_FD, f"P {os.getpid()}\n".encode())

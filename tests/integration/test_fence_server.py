@@ -55,6 +55,14 @@ async def test_a_forked_fence_runs_its_node_with_its_env_and_cwd(tmp_path: Path)
         assert (await finished(killed))[0] == 128 + signal.SIGTERM
 
 
+async def test_a_node_cannot_reach_its_fence_s_status_pipe(tmp_path: Path) -> None:
+    with serving_fences():
+        code = 'for fd in 3 4 5 6 7 8 9; do (echo "X 0" >&$fd) 2>/dev/null && echo "open $fd"; done'
+        forged = await bash(f"{code}; exit 5", tmp_path)
+        assert isinstance(forged, ForkedFence)
+        assert await finished(forged) == (5, "")
+
+
 async def test_many_fences_at_once_each_get_their_own_output(tmp_path: Path) -> None:
     with serving_fences():
         procs = [await bash(f"echo {i}; exit {i % 7}", tmp_path) for i in range(40)]
