@@ -28,6 +28,7 @@ SCENARIOS: list[tuple[str, list[str], list[str]]] = [
     ("dispatch", ["--instances", "2000"], []),
     ("webhook", ["--requests", "1000", "--latency-n", "100", "--keepalive-n", "100"], []),
     ("scale", ["--quick"], []),
+    ("memory", ["--quick"], []),
 ]
 
 

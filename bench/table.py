@@ -206,7 +206,61 @@ def rows(results: Results) -> list[Row]:
                 lambda v: v <= 2,
             )
         )
+    out.extend(_memory(results))
     out.append(_correctness(results))
+    return out
+
+
+MEMORY_SERVICES = (
+    "api",
+    "executor",
+    "scheduler",
+    "kafka-listener",
+    "storage-listener",
+    "notifier",
+)
+BOUNDED_RATIO = 1.10
+"""Memory under a backlog is bounded when the largest RSS of the sampled window's second half is
+at most this times the largest of its first half."""
+
+
+def _memory(results: Results) -> list[Row]:
+    """RSS per service idle and under intake (no target), and the kafka-listener's under a
+    backlog (DESIGN.md 13: bounded), without and with `policy.max_waiting`."""
+    out = []
+    idle = _find(results, "memory", phase="idle")
+    intake = _find(results, "memory", phase="intake")
+    for service in MEMORY_SERVICES:
+        pair = (_dig(idle, "rss_mib", service), _dig(intake, "rss_mib", service))
+        value = (
+            f"{pair[0]:.0f} / {pair[1]:.0f} MiB"
+            if all(isinstance(v, int | float) for v in pair)
+            else "—"
+        )
+        out.append(Row(f"RSS {service}: idle / intake max", value, "—", "—", "—", None))
+    backlog = [r for r in results if r.get("scenario") == "memory" and r.get("phase") == "backlog"]
+    for label, held in (("", False), (" at max_waiting", True)):
+        record = next((r for r in backlog if (r.get("max_waiting") is not None) == held), None)
+        listener = _dig(record, "kafka-listener")
+        ratio = _dig(listener, "second_to_first_half")
+        value = "—"
+        start, peak = _dig(listener, "rss_start_mib"), _dig(listener, "rss_max_mib")
+        if isinstance(ratio, int | float) and record is not None:
+            span = f"{start:.0f} → {peak:.0f} MiB; " if start and peak else ""
+            value = (
+                f"{ratio:.2f}x ({span}"
+                f"{_num(record.get('admitted'))} of {_num(record.get('backlog'))} read)"
+            )
+        out.append(
+            Row(
+                f"kafka-listener RSS under a backlog{label}: 2nd / 1st half max",
+                value,
+                "—",
+                "—",
+                f"bounded (≤ {BOUNDED_RATIO:.2f}x)",
+                ratio <= BOUNDED_RATIO if isinstance(ratio, int | float) else None,
+            )
+        )
     return out
 
 
