@@ -165,14 +165,17 @@ async def test_executor_kill_and_pause(pool: Pool, db_url: str, tmp_path: Path) 
             for i in range(3)
         ]
         killed, paused, _ = procs
-        # Disturb only executors that are running nodes at that moment.
-        await wait_until(pool, "SELECT $1::int > 0", 1)
-        for proc in (killed, paused):
-            await wait_until(
-                pool,
-                "SELECT count(*) FROM attempts WHERE state = 'running' AND executor LIKE $1",
-                f"%-{proc.pid}-%",
-            )
+        # Disturb the two executors when both are running a node at the same moment, each
+        # started recently enough (under 0.6 s of its 1.2 s ago) to outlive the signals: checked
+        # one after the other, the first could finish its only node while the test waits for
+        # the second, and lose nothing.
+        await wait_until(
+            pool,
+            "SELECT bool_and(EXISTS (SELECT 1 FROM attempts WHERE state = 'running' "
+            "AND executor LIKE e AND started_at > now() - interval '600 milliseconds')) "
+            "FROM unnest($1::text[]) AS e",
+            [f"%-{proc.pid}-%" for proc in (killed, paused)],
+        )
         killed.send_signal(signal.SIGKILL)
         disturbed_at = time.time()
         paused.send_signal(signal.SIGSTOP)
