@@ -32,12 +32,8 @@ from shared.params.binding import BindingError
 from shared.params.binding.python import bind_python
 from shared.params.binding.shell import bind_shell
 from shared.params.binding.sql import bind_sql
-from tests.unit.test_binding_exec import (
-    as_bytes,
-    injection_corpus,
-    output_resolution,
-    resolution,
-)
+from tests.unit.test_binding_exec import as_bytes, injection_corpus, resolution
+from tests.unit.test_outputs_binding_exec import PLACEHOLDER, from_outputs
 
 CANARY = "@CANARY@"
 _DEEP = settings().max_examples > 1000
@@ -452,9 +448,11 @@ def test_sql_fuzz(
     context, code, expect = program
     event(f"sql context: {context}")
     event(f"value from: {source}")
-    resolved = resolution(value) if source == "trigger message" else output_resolution(value)
     try:
-        binding = bind_sql(code, resolved)
+        if source == "trigger message":
+            binding = bind_sql(code, resolution(value))
+        else:
+            binding = bind_sql(code.replace("${p}", PLACEHOLDER), from_outputs(value))
     except BindingError as exc:
         pytest.fail(f"{code!r} with {value!r} was refused: {exc}")
 

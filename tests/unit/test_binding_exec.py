@@ -79,22 +79,6 @@ def resolution(value: str | None = None, trigger_message: object = None) -> Reso
     )
 
 
-def output_resolution(value: str) -> Resolution:
-    """`${p}` is `value`, taken from an upstream node's outputs (node data, never expanded)."""
-    return resolve_parameters(
-        ResolutionInput(
-            workflow_type="triggered",
-            cyctime=CYCTIME,
-            workflow_name="wf",
-            instance_id=1,
-            version=1,
-            node_name="node",
-            runtime_params={"p": "${nodes.src.outputs.v:-}"},
-            node_outputs={"src": {"v": value}},
-        )
-    )
-
-
 def as_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
