@@ -39,6 +39,13 @@ def flaky_nodes() -> list[dict[str, object]]:
     ]
 
 
+async def started_run(console: Console, name: str, nodes: list[dict[str, object]]) -> int:
+    """A published manual workflow `name` and one run of it: the run's instance id."""
+    await manual_workflow(console, name, list(nodes))
+    run = await api_post(console, f"{WS}/workflows/{name}/runs", {})
+    return int(run.json()["instance_id"])
+
+
 def attempts(page: Page, node: str) -> Locator:
     return page.locator(f'#attempts tr[data-node="{node}"]')
 
@@ -51,9 +58,7 @@ async def rerun(page: Page, button: str) -> None:
 
 
 async def test_operator_reruns_the_failed_node_then_all_nodes(console: Console, pool: Pool) -> None:
-    await manual_workflow(console, "flaky", flaky_nodes())
-    run = await api_post(console, f"{WS}/workflows/flaky/runs", {})
-    instance = run.json()["instance_id"]
+    instance = await started_run(console, "flaky", flaky_nodes())
     await console.sign_in(console.server.token)
     page = await console.visit(f"/instances/{instance}", "instance-first-run")
     state = page.locator("#instance-state")
@@ -108,9 +113,7 @@ async def test_a_rerun_carried_out_after_the_pages_first_poll_still_shows(
     console_without_executor: Console, pool: Pool, db_url: str, tmp_path: Path
 ) -> None:
     console = console_without_executor
-    await manual_workflow(console, "flaky", flaky_nodes())
-    run = await api_post(console, f"{WS}/workflows/flaky/runs", {})
-    instance = run.json()["instance_id"]
+    instance = await started_run(console, "flaky", flaky_nodes())
     async with executor_process(db_url, tmp_path / "executor-1.log"):
         assert await wait_instance(pool, instance) == "failed"
     await console.sign_in(console.server.token)
@@ -185,10 +188,8 @@ async def test_a_waiting_run_shows_purple_queuing_until_an_executor_runs_it(
     console_without_executor: Console, db_url: str, tmp_path: Path
 ) -> None:
     console = console_without_executor
-    await manual_workflow(console, "queued", [shell_node("load", code="echo loaded")])
+    instance = await started_run(console, "queued", [shell_node("load", code="echo loaded")])
     await manual_workflow(console, "idle", [shell_node("load")])
-    run = await api_post(console, f"{WS}/workflows/queued/runs", {})
-    instance = run.json()["instance_id"]
     await console.sign_in(console.server.token)
     page = await console.visit("/", "workflows-queuing")
     row = page.locator('tr[data-workflow="queued"]')
@@ -242,9 +243,7 @@ async def test_dag_zooms_with_its_buttons_and_the_wheel_and_pans_by_dragging(
     console_without_executor: Console,
 ) -> None:
     console = console_without_executor
-    await manual_workflow(console, "chain", dag_nodes(12))
-    run = await api_post(console, f"{WS}/workflows/chain/runs", {})
-    instance = run.json()["instance_id"]
+    instance = await started_run(console, "chain", dag_nodes(12))
     await console.sign_in(console.server.token)
     page = await console.visit("/workflows/chain", "dag-chain")
     svg = page.locator("svg.dag")
