@@ -16,8 +16,7 @@ from services.api.app import create_app
 from shared.db import connections as connection_repo
 from shared.db.pool import connect
 from shared.probes import QuietServer
-from shared.secret_box import SecretKeyError
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 log = structlog.get_logger("sluice.api")
 
@@ -75,17 +74,16 @@ async def serve(
 
 async def _check_secret_key(settings: Settings) -> None:
     """A missing or wrong SLUICE_SECRET_KEY stops the service with one line naming it (the
-    SettingsError), before uvicorn starts: a failure inside its lifespan would be reported
-    with a traceback. An unreachable database is left to the lifespan, which reports it."""
-    box = settings.secret_box()  # a missing or malformed key raises here, at once
+    SettingsError of `open_secrets`) before uvicorn starts: raised inside its lifespan, the same
+    error would come with uvicorn's traceback. An unreachable database is left to the lifespan,
+    which reports it."""
+    settings.secret_box()  # a missing or malformed key: at once, without the database
     try:
         conn = await connect(settings.database_url, application_name="sluice-api")
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return
     try:
-        await connection_repo.check_key(conn, box)
-    except SecretKeyError as exc:
-        raise SettingsError(f"invalid configuration: {exc}") from None
+        await connection_repo.open_secrets(conn, settings)
     finally:
         await conn.close()
 
