@@ -88,13 +88,14 @@ async def _write_pipe(fd: int) -> asyncio.StreamWriter:
     return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-async def _read_pipe(fd: int) -> asyncio.StreamReader:
+async def _read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:
+    """A reader of the pipe, and its transport (which closes itself at EOF)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**16)
-    await loop.connect_read_pipe(
+    transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
     )
-    return reader
+    return reader, transport
 
 
 class FenceServer:
@@ -173,16 +174,20 @@ class FenceServer:
         for fd in theirs:
             os.close(fd)
         stdin = await _write_pipe(control_w)
-        status = await _read_pipe(status_r)
-        stdout = await _read_pipe(out_r) if out_r >= 0 else None
+        status, status_pipe = await _read_pipe(status_r)
+        stdout, stdout_pipe = await _read_pipe(out_r) if out_r >= 0 else (None, None)
         try:
             first = await asyncio.wait_for(status.readline(), _PID_TIMEOUT_S)
         except TimeoutError:
             first = b""
         if not first.startswith(b"P "):
-            # The server died or could not fork: nothing was started.
+            # The server died or could not fork. A fence it forks after all finds its control
+            # pipe closed and kills its node at once.
             self.broken = True
             stdin.close()
+            status_pipe.close()
+            if stdout_pipe is not None:
+                stdout_pipe.close()
             raise SpawnFailed("the fence server did not start the fence")
         return ForkedFence(int(first[2:]), stdin, stdout, status)
 

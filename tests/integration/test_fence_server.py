@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from services.executor import fence_spawner
 from services.executor.fence_spawner import ForkedFence, serving_fences, spawn_fenced
 from services.executor.runners.process import exit_status
 from tests.support.executor import alive, kill_quietly, wait_gone
@@ -72,17 +74,32 @@ async def test_many_fences_at_once_each_get_their_own_output(tmp_path: Path) -> 
         assert len({p.pid for p in procs}) == 40
 
 
-async def test_the_server_holds_no_secret_and_cannot_be_read(tmp_path: Path) -> None:
+async def test_the_server_holds_no_secret_and_its_nodes_cannot_read_it(tmp_path: Path) -> None:
     with serving_fences():
         proc = await bash("exit 0", tmp_path, SLUICE_PARAM_TOKEN="node-secret")
         await finished(proc)
         pid = server_pid()
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240
         assert [e.split(b"=")[0] for e in environ if e] == [b"PATH"]
-        status = Path(f"/proc/{pid}/status").read_text()  # noqa: ASYNC240
-        # Non-dumpable: /proc/<pid>/mem and friends belong to root, ptrace is refused.
-        assert psutil.Process(pid).uids().real == os.getuid() and "node-secret" not in status
-        assert os.stat(f"/proc/{pid}/environ").st_uid == 0
+        if os.getuid() != 0:
+            # Nodes share this uid: the server being non-dumpable is what makes its /proc files
+            # (environ, mem, fds) root's rather than theirs.
+            assert os.stat(f"/proc/{pid}/environ").st_uid == 0
+            return
+        # As root, nodes run as the node user: through the server, one tries to read it.
+        probe = await spawn_fenced(
+            ["bash", "-c", f"cat /proc/{pid}/environ; head -c 64 /proc/{pid}/mem; echo done"],
+            env={"PATH": os.environ["PATH"]},
+            cwd="/",
+            deadline=time.monotonic() + FAR,
+            grace_s=0.5,
+            uid=65534,
+            gid=65534,
+        )
+        assert isinstance(probe, ForkedFence)
+        code, output = await finished(probe)
+        assert code == 0 and output.endswith("done\n") and "PATH=" not in output
+        assert output.count("Permission denied") == 2, output
 
 
 async def test_a_killed_fence_takes_its_node_with_it(tmp_path: Path) -> None:
@@ -115,6 +132,27 @@ async def test_the_server_dying_kills_its_fences_nodes_and_starts_fall_back(
             assert await finished(later) == (0, "still starts\n")
         finally:
             kill_quietly(node)
+
+
+async def test_a_server_that_does_not_answer_is_given_up_for_direct_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fence_spawner, "_PID_TIMEOUT_S", 0.5)
+    with serving_fences():
+        up = await bash("exit 0", tmp_path)
+        assert isinstance(up, ForkedFence) and await finished(up) == (0, "")
+        server = server_pid()
+        os.kill(server, signal.SIGSTOP)
+        try:
+            proc = await bash("echo direct; exit 3", tmp_path)
+        finally:
+            os.kill(server, signal.SIGCONT)
+        # Started directly instead, and the server is not asked again.
+        assert not isinstance(proc, ForkedFence)
+        assert await finished(proc) == (3, "direct\n")
+        later = await bash("exit 4", tmp_path)
+        assert not isinstance(later, ForkedFence)
+        assert await finished(later) == (4, "")
 
 
 async def test_a_request_too_large_for_the_server_starts_directly(tmp_path: Path) -> None:
