@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import subprocess
 import tempfile
 import time
@@ -47,10 +46,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from bench.common import ROOT, emit
-from bench.intake import SLUICE, database, listener_env, note, poll
+from bench.intake import SLUICE, database, listener_env, note, poll, produce
 from bench.table import BOUNDED_RATIO, MEMORY_SERVICES
 from services.dev.servers.kafka import EmbeddedKafka, create_topics
 from services.dev.servers.process import free_port
@@ -209,40 +207,6 @@ async def publish(
         await workflow_repo.save(conn, 1, flow, publish=True)
 
 
-async def produce(bootstrap: str, first: int, count: int, partitions: int) -> float:
-    """Records `first`..`first + count - 1` (small JSON) in full batches, round-robin over the
-    partitions; returns records/s."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=False,
-        acks=1,
-        linger_ms=50,
-        max_batch_size=1 << 20,
-    )
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        pending = []
-        n, end, partition = first, first + count, 0
-        while n < end:
-            batch = producer.create_batch()
-            while n < end:
-                value = json.dumps({"user_id": f"u{n % 1000}", "action_type": "login", "n": n})
-                if batch.append(key=None, value=value.encode(), timestamp=None) is None:
-                    break
-                n += 1
-            batch.close()
-            pending.append(await producer.send_batch(batch, TOPIC, partition=partition))
-            partition = (partition + 1) % partitions
-            if len(pending) >= 8:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return count / max(time.perf_counter() - started, 1e-9)
-
-
 async def admitted(pool: asyncpg.Pool[Any]) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM events WHERE subject = $1", TOPIC))
 
@@ -295,7 +259,7 @@ async def intake_phase(
     n = args.messages
     started = time.perf_counter()
     async with sampling(services) as samples:
-        rate = await produce(bootstrap, produced, n, args.partitions)
+        rate = await produce(bootstrap, TOPIC, n, args.partitions, first=produced)
         await drained(pool, produced + n)
     seconds = time.perf_counter() - started
     rss = per_service({name: samples.largest(name) for name in services})
@@ -331,7 +295,7 @@ async def backlog_phase(
     done = await admitted(pool)
     await drained(pool, done)
     top_up = args.backlog - (produced - done)
-    rate = await produce(bootstrap, produced, top_up, args.partitions)
+    rate = await produce(bootstrap, TOPIC, top_up, args.partitions, first=produced)
     produced += top_up
     lag = produced - done
     step(f"backlog, max_waiting {max_waiting}: {lag} records unread ({top_up} produced)")
@@ -428,7 +392,7 @@ async def main(args: argparse.Namespace) -> None:
             step("services ready")
             # Warm-up (not measured): the listener has joined its group, a run went through.
             produced = 0
-            await produce(broker.bootstrap, produced, WARMUP, args.partitions)
+            await produce(broker.bootstrap, TOPIC, WARMUP, args.partitions, first=produced)
             produced += WARMUP
             await drained(pool, produced)
 

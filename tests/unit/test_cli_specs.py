@@ -15,7 +15,7 @@ def test_the_cli_knows_every_trigger_type_of_the_models() -> None:
     assert set(commands.TRIGGER_TYPES) == set(TRIGGER_TYPES) == {"kafka", "s3", "workflow"}
 
 
-def test_triggers_are_applied_before_workflows_whatever_their_type() -> None:
+def test_every_trigger_type_is_taken_for_a_trigger() -> None:
     specs = [
         {"name": "w", "type": "triggered", "trigger": "done"},
         {"name": "done", "type": "workflow", "workflow": "up"},
